@@ -1,0 +1,29 @@
+# corral's developer entry points. Each target sets up .venv first (scripts/bootstrap),
+# re-running the setup only when pyproject.toml or the script changes.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.bootstrapped
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml scripts/bootstrap
+	./scripts/bootstrap
+	@touch $@
+
+run: $(STAMP)  ## the demo tree in the foreground; Ctrl-C stops it
+	$(PY) -m corral.demo
+
+test: $(STAMP)  ## the whole suite, both backends, coverage >= 95% of corral/
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -p no:cacheprovider \
+		--cov=corral --cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)  ## speed and memory against raw asyncio and trio, see bench/README.md
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .coverage .hypothesis .mypy_cache .ruff_cache

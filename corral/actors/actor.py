@@ -1,0 +1,360 @@
+"""Actors: the user's code, its context, and the references others use to reach it.
+
+An actor is either a subclass of ``Actor`` (``handle`` each message; optional ``on_start`` and
+``on_stop``) or an async function ``fn(ctx, **args)`` that receives with ``await ctx.receive()``
+or ``async for message in ctx``. Each child slot has one ``ActorCell`` for its whole life in the
+supervisor: the mailbox, the statistics and the ``ActorRef`` live there, so messages queued when
+an incarnation crashes reach the next one, and a reference stays valid across restarts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar, final
+
+import anyio
+
+from corral.actors.deadletter import DeadLetter, DeadLetterBox
+from corral.actors.mailbox import Mailbox, MailboxFull
+from corral.errors import (
+    ActorCrashedError,
+    ActorNotRunningError,
+    CallTimeoutError,
+    MailboxFullError,
+    NoReplyError,
+)
+from corral.supervisors.events import EventBus, MessageDeadLettered
+
+if TYPE_CHECKING:
+    from corral.actors.registry import Registry
+
+__all__ = ("DEFAULT_CALL_TIMEOUT", "Actor", "ActorCell", "ActorRef", "Call", "Context")
+
+DEFAULT_CALL_TIMEOUT = 5.0
+
+
+class Actor:
+    """Base class for actors that handle one message at a time.
+
+    Override ``handle``; its return value is the reply to a ``call`` (ignored for a ``cast``).
+    ``self.ctx`` is set before ``on_start`` runs. ``on_start`` runs before the actor counts as
+    started (the supervisor starts the next child only after it returns); ``on_stop`` runs when
+    the incarnation ends, except on a brutal stop, shielded from cancellation for at most the
+    child's shutdown timeout.
+    """
+
+    ctx: Context
+
+    async def on_start(self) -> None:
+        """Prepare before the first message; raising here is a start failure."""
+
+    async def handle(self, message: object) -> object:
+        """Handle one message; raising crashes this incarnation and dead-letters the message."""
+        raise NotImplementedError
+
+    async def on_stop(self) -> None:
+        """Clean up when the incarnation ends."""
+
+
+@final
+class Call:
+    """A request in a mailbox and its one-shot reply."""
+
+    __slots__ = ("_error", "_event", "_result", "done", "payload")
+
+    def __init__(self, payload: object) -> None:
+        self.payload = payload
+        self.done = False
+        self._event = anyio.Event()
+        self._result: object = None
+        self._error: BaseException | None = None
+
+    def resolve(self, value: object) -> None:
+        if not self.done:
+            self.done = True
+            self._result = value
+            self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done:
+            self.done = True
+            self._error = error
+            self._event.set()
+
+    async def wait(self) -> object:
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+@final
+class ActorCell:
+    """A child slot's lasting state: mailbox, statistics, reference. One per slot, not per run."""
+
+    __slots__ = (
+        "accepting",
+        "bus",
+        "current",
+        "handled",
+        "letters",
+        "mailbox",
+        "path",
+        "ref",
+        "registry",
+    )
+
+    def __init__(
+        self,
+        path: str,
+        mailbox: Mailbox,
+        *,
+        bus: EventBus,
+        letters: DeadLetterBox,
+        registry: Registry,
+    ) -> None:
+        self.path = path
+        self.mailbox = mailbox
+        self.bus = bus
+        self.letters = letters
+        self.registry = registry
+        self.accepting = True  # false once stopped for good: senders get ActorNotRunningError
+        self.current: object = None  # the message being handled (a Call or a cast payload)
+        self.handled = 0
+        self.ref = ActorRef(self)
+
+    def dead_letter(self, message: object, reason: str, exception: BaseException | None) -> None:
+        """Keep *message* (a cast payload or a ``Call``) as a dead letter; fail a call's caller."""
+        if isinstance(message, Call):
+            if reason == "crashed":
+                error: ActorNotRunningError | ActorCrashedError = ActorCrashedError(
+                    f"actor {self.path} crashed while handling this call", path=self.path
+                )
+                error.__cause__ = exception
+            else:
+                error = ActorNotRunningError(
+                    f"actor {self.path} stopped before replying ({reason})", path=self.path
+                )
+            message.fail(error)
+            message = message.payload
+        now = anyio.current_time()
+        self.letters.add(DeadLetter(self.path, message, reason, exception, now))
+        if self.bus.active:
+            self.bus.publish(MessageDeadLettered(self.path, reason, exception, now))
+
+    def end_incarnation(self, exception: BaseException | None, *, stopped: bool) -> None:
+        """The running incarnation ended: the message it was handling becomes a dead letter."""
+        current = self.current
+        self.current = None
+        if current is None:
+            return
+        if isinstance(current, Call) and current.done:
+            return  # a function actor that already replied
+        self.dead_letter(current, "stopped" if stopped else "crashed", exception)
+
+    def close(self, reason: str) -> None:
+        """Stopped for good: refuse new messages, fail waiting calls, keep casts for a restart."""
+        self.accepting = False
+        mailbox = self.mailbox
+        if any(isinstance(m, Call) for m in mailbox._items):  # noqa: SLF001  # same package
+            kept = [m for m in mailbox.drain() if not isinstance(m, Call) or self._fail(m, reason)]
+            for m in kept:
+                mailbox.put_nowait(m)
+
+    def _fail(self, call: Call, reason: str) -> bool:
+        call.fail(ActorNotRunningError(f"actor {self.path} is not running ({reason})", path=self.path))
+        return False
+
+    def discard(self, reason: str) -> None:
+        """The slot is going away: every queued message becomes a dead letter."""
+        self.accepting = False
+        for message in self.mailbox.drain():
+            self.dead_letter(message, reason, None)
+
+
+@final
+class ActorRef:
+    """How to reach an actor: ``cast`` and ``call``. Valid across restarts of the actor."""
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: ActorCell) -> None:
+        self._cell = cell
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self._cell.path}>"
+
+    @property
+    def path(self) -> str:
+        return self._cell.path
+
+    def _check(self) -> ActorCell:
+        cell = self._cell
+        if not cell.accepting:
+            msg = f"actor {cell.path} is not running"
+            raise ActorNotRunningError(msg, path=cell.path)
+        return cell
+
+    def _full(self, cell: ActorCell) -> MailboxFullError:
+        msg = (
+            f"mailbox of {cell.path} is full ({cell.mailbox.capacity} messages,"
+            f" overflow {cell.mailbox.overflow.value})"
+        )
+        return MailboxFullError(msg, path=cell.path)
+
+    async def cast(self, message: object) -> None:
+        """Queue *message* and return; waits for room when the mailbox is full and blocks.
+
+        Raises:
+            ActorNotRunningError: the actor is stopped for good (not merely restarting).
+            MailboxFullError: the mailbox is full and rejects.
+        """
+        cell = self._check()
+        try:
+            queued = await cell.mailbox.put(message)
+        except MailboxFull:
+            raise self._full(cell) from None
+        if not queued:
+            cell.dead_letter(message, "dropped", None)
+
+    def cast_nowait(self, message: object) -> None:
+        """Like ``cast`` without waiting: a full blocking mailbox raises ``MailboxFullError``."""
+        cell = self._check()
+        try:
+            queued = cell.mailbox.put_nowait(message)
+        except MailboxFull:
+            raise self._full(cell) from None
+        if not queued:
+            cell.dead_letter(message, "dropped", None)
+
+    async def call(self, message: object, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> object:
+        """Send *message* and wait for the reply, for at most *timeout* seconds in all.
+
+        Raises:
+            CallTimeoutError: no reply in time (the message may still be handled later).
+            ActorNotRunningError: the actor is stopped, or stopped before replying.
+            ActorCrashedError: the actor crashed handling this message (cause chained).
+            MailboxFullError: the mailbox is full and rejects or drops.
+        """
+        cell = self._check()
+        request = Call(message)
+        with anyio.move_on_after(timeout):
+            try:
+                queued = await cell.mailbox.put(request)
+            except MailboxFull:
+                raise self._full(cell) from None
+            if not queued:
+                raise self._full(cell)
+            return await request.wait()
+        msg = f"call to {cell.path} timed out after {timeout} s"
+        raise CallTimeoutError(msg, path=cell.path)
+
+
+@final
+class Context:
+    """What an actor's code sees of the tree: its path and reference, lookups, and (for
+    function actors) its mailbox."""
+
+    __slots__ = ("_cell", "_on_ready", "ready")
+
+    def __init__(self, cell: ActorCell, on_ready: Callable[[], None]) -> None:
+        self._cell = cell
+        self._on_ready = on_ready
+        self.ready = False
+
+    @property
+    def path(self) -> str:
+        return self._cell.path
+
+    @property
+    def ref(self) -> ActorRef:
+        return self._cell.ref
+
+    def lookup(self, path: str) -> ActorRef:
+        """The actor at *path* in this tree (``UnknownPathError`` if none)."""
+        return self._cell.registry.lookup(path)
+
+    def started(self) -> None:
+        """Signal readiness: the supervisor goes on to start the next child.
+
+        A function actor calls it once set up; its first ``receive`` calls it if it has not.
+        """
+        if not self.ready:
+            self.ready = True
+            self._on_ready()
+
+    async def receive(self) -> object:
+        """The next message (waiting for one). For a call, answer with ``reply`` before the
+        next ``receive``; otherwise the caller gets ``NoReplyError``."""
+        cell = self._cell
+        self._finish()
+        if not self.ready:
+            self.started()
+        item = await cell.mailbox.get()
+        cell.current = item
+        return item.payload if isinstance(item, Call) else item
+
+    def reply(self, value: object) -> None:
+        """Answer the call being handled."""
+        current = self._cell.current
+        if not isinstance(current, Call):
+            msg = f"actor {self.path}: the message being handled is not a call"
+            raise RuntimeError(msg)
+        current.resolve(value)
+
+    def _finish(self) -> None:
+        cell = self._cell
+        current = cell.current
+        if current is None:
+            return
+        cell.current = None
+        cell.handled += 1
+        if isinstance(current, Call) and not current.done:
+            current.fail(NoReplyError(f"actor {cell.path} did not reply", path=cell.path))
+
+    def __aiter__(self) -> Context:
+        return self
+
+    async def __anext__(self) -> object:
+        return await self.receive()
+
+
+async def run_actor(actor: Actor, cell: ActorCell, ctx: Context, cleanup_timeout: float | None) -> None:
+    """Run a class actor: ``on_start``, signal readiness, handle messages until cancelled.
+
+    *cleanup_timeout* bounds ``on_stop`` (None: it is not called, a brutal stop).
+    """
+    actor.ctx = ctx
+    if type(actor).on_start is not Actor.on_start:
+        await actor.on_start()
+    ctx.started()
+    try:
+        await _serve(actor, cell)
+    finally:
+        await _stop(actor, cleanup_timeout)
+
+
+async def _serve(actor: Actor, cell: ActorCell) -> None:
+    mailbox = cell.mailbox
+    handle = actor.handle
+    while True:
+        item = await mailbox.get()
+        cell.current = item
+        if type(item) is Call:
+            item.resolve(await handle(item.payload))
+        else:
+            await handle(item)
+        cell.current = None
+        cell.handled += 1
+
+
+async def _stop(actor: Actor, cleanup_timeout: float | None) -> None:
+    if cleanup_timeout is None or type(actor).on_stop is Actor.on_stop:
+        return
+    with anyio.CancelScope(shield=True) as scope:
+        if cleanup_timeout != math.inf:
+            scope.deadline = anyio.current_time() + cleanup_timeout
+        await actor.on_stop()
+
+

@@ -1,0 +1,54 @@
+"""Paths to actors: every actor in a tree has one (``/workers/db``) and can be found by it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, final
+
+from corral.errors import UnknownPathError
+
+if TYPE_CHECKING:
+    from corral.actors.actor import ActorRef
+
+__all__ = ("Registry", "join_path")
+
+
+def join_path(parent: str, child_id: str) -> str:
+    """The path of *child_id* under the supervisor at *parent* (the root is ``/``)."""
+    return f"{parent.rstrip('/')}/{child_id}"
+
+
+@final
+class Registry:
+    """A tree's actors by path. Entries are added and removed by their supervisors."""
+
+    __slots__ = ("_refs",)
+
+    def __init__(self) -> None:
+        self._refs: dict[str, ActorRef] = {}
+
+    def __contains__(self, path: str) -> bool:
+        return path in self._refs
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def register(self, ref: ActorRef) -> None:
+        self._refs[ref.path] = ref
+
+    def unregister(self, path: str) -> None:
+        self._refs.pop(path, None)
+
+    def lookup(self, path: str) -> ActorRef:
+        """The actor at *path*.
+
+        Raises:
+            UnknownPathError: no actor has that path (a supervisor is not an actor).
+        """
+        try:
+            return self._refs[path]
+        except KeyError:
+            msg = f"no actor at {path!r}"
+            raise UnknownPathError(msg, path=path) from None
+
+    def paths(self) -> list[str]:
+        return sorted(self._refs)

@@ -1,0 +1,735 @@
+"""The async shell: carries out the core's decisions on anyio (asyncio or trio).
+
+A supervisor is one task that owns its state and reads its inbox: child exits, requests from
+``SupervisorRef`` and stop requests arrive there as messages, so no locks guard anything.
+Children run in the supervisor's task group, each in its own cancel scope.
+
+Starting: a child is spawned with ``start_soon`` and the supervisor waits for its readiness (a
+class actor without ``on_start`` is ready at once, so it costs no wait). Stopping follows the
+child's shutdown policy: a number of seconds cancels it and lets ``on_stop`` / ``finally`` run,
+shielded, for that long; past it (plus ``ABANDON_GRACE``) the child is abandoned and reported
+(OTP would kill it; Python cannot kill a task that shields itself or blocks). ``"brutal"``
+cancels without cleanup; ``"infinity"`` waits as long as it takes. A supervisor child is asked
+to stop through its inbox and stops its own children in reverse order first.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, final
+
+import anyio
+import attrs
+
+from corral.actors.actor import Actor, ActorCell, Call, Context, run_actor
+from corral.actors.mailbox import Mailbox
+from corral.actors.registry import join_path
+from corral.errors import (
+    MaxChildrenError,
+    StartError,
+    UnsupportedError,
+)
+from corral.supervisors.core import (
+    ChildStatus,
+    Counts,
+    Decision,
+    Delay,
+    Forget,
+    GiveUp,
+    Ignore,
+    Restart,
+    SupervisorCore,
+)
+from corral.supervisors.events import (
+    ChildAbandoned,
+    ChildExited,
+    ChildStarted,
+    ChildStopped,
+    RestartScheduled,
+    StartFailed,
+    SupervisorAutoShutdown,
+    SupervisorEscalated,
+    SupervisorGaveUp,
+)
+from corral.supervisors.spec import (
+    BRUTAL,
+    INFINITY,
+    ChildSpec,
+    ChildType,
+    DynamicSupervisorSpec,
+    ExitKind,
+    Overflow,
+    Strategy,
+    SupervisorSpec,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from corral.supervisors.tree import TreeServices
+
+__all__ = (
+    "ABANDON_GRACE",
+    "ChildStatistics",
+    "Outcome",
+    "Supervisor",
+    "SupervisorStatistics",
+)
+
+ABANDON_GRACE: Final = 0.05
+"""Seconds past a child's shutdown timeout for its cut-off cleanup to unwind before it is
+declared abandoned."""
+
+_EXIT_HISTORY: Final = 10
+
+
+class Outcome(enum.Enum):
+    """How a supervisor's run ended."""
+
+    STOPPED = "stopped"  # asked to stop by its parent or the tree
+    GAVE_UP = "gave-up"  # restart intensity exceeded: exits SHUTDOWN to its parent
+    AUTO_SHUTDOWN = "auto-shutdown"  # a significant child's exit: exits SHUTDOWN
+
+
+@attrs.frozen
+class ChildStatistics:
+    """A snapshot of one child, for status displays, metrics and ``why``."""
+
+    path: str
+    id: str
+    type: ChildType
+    state: ChildStatus
+    restarts: int
+    started_at: float | None  # monotonic
+    next_restart_at: float | None  # monotonic, while in backoff
+    last_exit: ExitKind | None
+    last_exception: BaseException | None
+    exits: tuple[ChildExited, ...]  # the most recent, oldest first
+    mailbox_depth: int
+    mailbox_capacity: int
+    handled: int
+    dead_letters: int
+    supervisor: SupervisorStatistics | None  # for a supervisor child that is running
+
+
+@attrs.frozen
+class SupervisorStatistics:
+    """A snapshot of a supervisor and, recursively, its children."""
+
+    path: str
+    strategy: Strategy
+    intensity: int
+    period: float
+    restarts_remaining: int  # the intensity budget left now
+    dynamic: bool
+    children: tuple[ChildStatistics, ...]
+
+
+# -- inbox messages ----------------------------------------------------------------------
+
+
+@final
+class _Exited:
+    __slots__ = ("child_id", "exception", "incarnation", "kind")
+
+    def __init__(
+        self, child_id: str, incarnation: int, kind: ExitKind, exception: BaseException | None
+    ) -> None:
+        self.child_id = child_id
+        self.incarnation = incarnation
+        self.kind = kind
+        self.exception = exception
+
+
+@final
+class _Stop:
+    __slots__ = ()
+
+
+_STOP: Final = _Stop()
+
+
+@attrs.frozen
+class _Op:
+    """A request from a SupervisorRef, answered through the Call that carries it."""
+
+    name: str
+    child_id: str = ""
+    spec: ChildSpec | None = None
+
+
+class _StartFailure(Exception):  # noqa: N818  # internal signal between _start and its callers
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
+@final
+class _Slot:
+    """The runtime side of one child: its current task and what lasts across incarnations."""
+
+    __slots__ = (
+        "alive",
+        "cell",
+        "done",
+        "exits",
+        "incarnation",
+        "last_exception",
+        "path",
+        "scope",
+        "spec",
+        "stopping",
+        "sub",
+    )
+
+    def __init__(self, spec: ChildSpec, path: str, cell: ActorCell | None) -> None:
+        self.spec = spec
+        self.path = path
+        self.cell = cell
+        self.scope: anyio.CancelScope | None = None
+        self.sub: Supervisor | None = None
+        self.incarnation = 0
+        self.alive = False
+        self.stopping = 0  # the incarnation being stopped by the supervisor, or 0
+        self.done: anyio.Event | None = None
+        self.last_exception: BaseException | None = None
+        self.exits: deque[ChildExited] | None = None
+
+
+def _cleanup_timeout(spec: ChildSpec) -> float | None:
+    """How long ``on_stop`` may take: the shutdown timeout; None (not run) when brutal."""
+    if spec.shutdown == BRUTAL:
+        return None
+    if spec.shutdown == INFINITY:
+        return math.inf
+    assert isinstance(spec.shutdown, float | int)
+    return float(spec.shutdown)
+
+
+@final
+class Supervisor:
+    """One running supervisor (one incarnation). Users hold a ``SupervisorRef`` instead."""
+
+    __slots__ = (
+        "_bus",
+        "_dynamic_seq",
+        "_services",
+        "_tg",
+        "core",
+        "inbox",
+        "max_children",
+        "parent",
+        "path",
+        "slots",
+        "spec",
+        "stop_deadline",
+    )
+
+    def __init__(
+        self,
+        spec: SupervisorSpec | DynamicSupervisorSpec,
+        path: str,
+        services: TreeServices,
+        parent: str | None,
+    ) -> None:
+        self.spec = spec
+        self.path = path
+        self.parent = parent
+        self._services = services
+        self._bus = services.bus
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.inbox = Mailbox(capacity=2**62, overflow=Overflow.REJECT)
+        self.slots: dict[str, _Slot] = {}
+        self.stop_deadline = math.inf
+        self._dynamic_seq = 0
+        if isinstance(spec, DynamicSupervisorSpec):
+            self.max_children = spec.max_children
+            self.core = SupervisorCore.create(
+                path, intensity=spec.intensity, period=spec.period,
+                random=services.random, dynamic=True,
+            )
+        else:
+            self.max_children = None
+            self.core = SupervisorCore.create(
+                path,
+                strategy=spec.strategy,
+                intensity=spec.intensity,
+                period=spec.period,
+                auto_shutdown=spec.auto_shutdown,
+                random=services.random,
+            )
+            for child in spec.children:
+                self._add_slot(child)
+
+    # -- life ---------------------------------------------------------------------------------
+
+    async def run(self, on_ready: Callable[[], None]) -> Outcome:
+        """Start the children in order, signal readiness, supervise until stopped or failed.
+
+        Children are stopped in reverse start order however this ends, cancellation included.
+
+        Raises:
+            StartError: a child failed to start at boot (those started are stopped first).
+        """
+        outcome = Outcome.STOPPED
+        self._services.supervisors[self.path] = self
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                try:
+                    await self._boot()
+                    on_ready()
+                    outcome = await self._loop()
+                finally:
+                    with anyio.CancelScope(shield=True) as shield:
+                        shield.deadline = self.stop_deadline
+                        await self._stop_all()
+                    tg.cancel_scope.cancel()  # anything abandoned goes now
+        finally:
+            if self._services.supervisors.get(self.path) is self:
+                del self._services.supervisors[self.path]
+        return outcome
+
+    def request_stop(self, deadline: float = math.inf) -> None:
+        """Ask the supervisor to stop its children in reverse order and return; past
+        *deadline* the remaining ones are cancelled at once."""
+        self.stop_deadline = deadline
+        self.inbox.put_nowait(_STOP)
+
+    async def _boot(self) -> None:
+        for child_id in list(self.core.children):
+            try:
+                await self._start(child_id)
+            except _StartFailure as failure:
+                self.core.boot_failed(child_id)
+                msg = (
+                    f"supervisor {self.path!r}: child {child_id!r} failed to start:"
+                    f" {failure.cause!r}"
+                )
+                raise StartError(msg, supervisor=self.path, child_id=child_id) from failure.cause
+
+    async def _loop(self) -> Outcome:
+        inbox = self.inbox
+        core = self.core
+        while True:
+            try:
+                message = inbox.get_nowait()
+            except anyio.WouldBlock:
+                due = core.next_due()
+                if due is None:
+                    message = await inbox.get()
+                else:
+                    now = anyio.current_time()
+                    if due <= now:
+                        outcome = await self._run_due(now)
+                        if outcome is not None:
+                            return outcome
+                        continue
+                    with anyio.CancelScope(deadline=due):
+                        message = await inbox.get()
+                    if message is None:
+                        continue
+            outcome = await self._handle(message)
+            if outcome is not None:
+                return outcome
+
+    async def _handle(self, message: object) -> Outcome | None:
+        if isinstance(message, _Exited):
+            return await self._on_exit(message)
+        if isinstance(message, Call):
+            op = message.payload
+            assert isinstance(op, _Op)
+            try:
+                message.resolve(await self._operate(op))
+            except Exception as exc:
+                message.fail(exc)
+            return None
+        assert message is _STOP
+        return Outcome.STOPPED
+
+    async def _on_exit(self, exit_: _Exited) -> Outcome | None:
+        slot = self.slots.get(exit_.child_id)
+        if slot is None or slot.incarnation != exit_.incarnation or slot.stopping:
+            return None  # from an incarnation already stopped or replaced
+        now = anyio.current_time()
+        event = ChildExited(slot.path, self.path, exit_.kind, exit_.exception, now)
+        slot.last_exception = exit_.exception
+        if slot.exits is None:
+            slot.exits = deque(maxlen=_EXIT_HISTORY)
+        slot.exits.append(event)
+        if self._bus.active:
+            self._bus.publish(event)
+        return await self._carry_out(self.core.exited(exit_.child_id, exit_.kind, now), now)
+
+    async def _run_due(self, now: float) -> Outcome | None:
+        for child_id in list(self.core.due_children(now)):
+            outcome = await self._carry_out(self.core.attempt(child_id, now), now)
+            if outcome is not None:
+                return outcome
+        return None
+
+    async def _carry_out(self, decision: Decision, now: float) -> Outcome | None:
+        bus = self._bus
+        match decision:
+            case Restart():
+                if bus.active:
+                    path = self.slots[decision.child_id].path
+                    bus.publish(RestartScheduled(path, self.path, 0.0, now))
+                await self._restart(decision)
+            case Delay(child_id=child_id, delay=delay):
+                if bus.active:
+                    bus.publish(RestartScheduled(self.slots[child_id].path, self.path, delay, now))
+            case Forget(child_id=child_id, removed=removed, shutdown=shutdown):
+                if removed:
+                    self._drop_slot(child_id)
+                else:
+                    self._close(child_id, "exited")
+                if shutdown:
+                    if bus.active:
+                        bus.publish(SupervisorAutoShutdown(self.path, child_id, now))
+                    return Outcome.AUTO_SHUTDOWN
+            case GiveUp():
+                if bus.active:
+                    bus.publish(
+                        SupervisorGaveUp(
+                            self.path, decision.child_id, decision.restarts,
+                            decision.intensity, decision.period, now,
+                        )
+                    )
+                return Outcome.GAVE_UP
+            case Ignore():
+                pass
+        return None
+
+    async def _restart(self, plan: Restart) -> None:
+        for child_id in plan.stop:
+            await self._stop_child(child_id)
+        for child_id in plan.removed:
+            self._drop_slot(child_id)
+        for child_id in plan.start:
+            try:
+                await self._start(child_id)
+            except _StartFailure:
+                now = anyio.current_time()
+                await self._carry_out(self.core.start_failed(child_id, now), now)
+                return  # OTP's try_again: the rest waits for the next attempt
+
+    # -- one child ----------------------------------------------------------------------------
+
+    def _add_slot(self, spec: ChildSpec) -> _Slot:
+        path = join_path(self.path, spec.id)
+        cell = None
+        if spec.type is ChildType.WORKER:
+            services = self._services
+            cell = ActorCell(
+                path,
+                Mailbox(spec.mailbox.capacity, spec.mailbox.overflow),
+                bus=services.bus,
+                letters=services.letters,
+                registry=services.registry,
+            )
+            services.registry.register(cell.ref)
+        slot = self.slots[spec.id] = _Slot(spec, path, cell)
+        self.core.add(spec)
+        return slot
+
+    def _drop_slot(self, child_id: str) -> None:
+        slot = self.slots.pop(child_id, None)
+        self.core.remove(child_id)
+        if slot is not None and slot.cell is not None:
+            slot.cell.discard("undelivered")
+            self._services.registry.unregister(slot.path)
+
+    def _close(self, child_id: str, reason: str) -> None:
+        cell = self.slots[child_id].cell
+        if cell is not None:
+            cell.close(reason)
+
+    async def _start(self, child_id: str) -> None:
+        """Start one child and wait for its readiness.
+
+        Raises:
+            _StartFailure: it raised before signalling readiness (published as StartFailed).
+        """
+        slot = self.slots[child_id]
+        spec = slot.spec
+        tg = self._tg
+        assert tg is not None
+        self.core.starting(child_id)  # * -> STARTING
+        slot.incarnation += 1
+        slot.stopping = 0
+        ready: Call | None = Call(None)
+        start = spec.start
+        try:
+            if isinstance(start, SupervisorSpec | DynamicSupervisorSpec):
+                sub = slot.sub = Supervisor(start, slot.path, self._services, self.path)
+                tg.start_soon(self._run_supervisor, slot, slot.incarnation, sub, ready)
+            elif isinstance(start, type) and issubclass(start, Actor):
+                actor = start(**spec.args)
+                if type(actor).on_start is Actor.on_start:
+                    ready = None  # nothing to wait for: ready as soon as it is spawned
+                tg.start_soon(self._run_worker, slot, slot.incarnation, actor, ready)
+            else:
+                tg.start_soon(self._run_worker, slot, slot.incarnation, start, ready)
+            if ready is not None:
+                await ready.wait()
+        except Exception as exc:
+            self._start_failed(slot, exc)
+            raise _StartFailure(exc) from exc
+        if slot.cell is not None:
+            slot.cell.accepting = True
+        now = anyio.current_time()
+        self.core.started(child_id, now)  # STARTING -> RUNNING
+        if self._bus.active:
+            rec = self.core.children[child_id]
+            self._bus.publish(ChildStarted(slot.path, self.path, rec.restarts, now))
+
+    def _start_failed(self, slot: _Slot, exc: BaseException) -> None:
+        slot.last_exception = exc
+        if self._bus.active:
+            self._bus.publish(StartFailed(slot.path, self.path, exc, anyio.current_time()))
+
+    async def _run_worker(
+        self,
+        slot: _Slot,
+        incarnation: int,
+        target: Actor | Callable[..., object],
+        ready: Call | None,
+    ) -> None:
+        cell = slot.cell
+        assert cell is not None
+
+        def on_ready() -> None:
+            if ready is not None:
+                ready.resolve(None)
+
+        ctx = Context(cell, on_ready)
+        if ready is None:
+            ctx.ready = True
+        kind: ExitKind | None = None
+        error: Exception | None = None
+        slot.alive = True
+        with anyio.CancelScope() as scope:
+            slot.scope = scope
+            try:
+                if isinstance(target, Actor):
+                    await run_actor(target, cell, ctx, _cleanup_timeout(slot.spec))
+                else:
+                    await target(ctx, **slot.spec.args)  # type: ignore[misc]  # checked callable
+                kind = ExitKind.NORMAL
+            except Exception as exc:
+                kind, error = ExitKind.ERROR, exc
+        stopped = slot.stopping == incarnation
+        cell.end_incarnation(error, stopped=stopped or kind is None)
+        self._finished(slot, incarnation)
+        if stopped or kind is None:
+            return  # the supervisor stopped it: no exit to report
+        if not ctx.ready:
+            if error is not None:
+                assert ready is not None
+                ready.fail(error)
+                return
+            ctx.started()  # returned at once: it started and exited normally
+        self.inbox.put_nowait(_Exited(slot.spec.id, incarnation, kind, error))
+
+    async def _run_supervisor(
+        self, slot: _Slot, incarnation: int, sub: Supervisor, ready: Call
+    ) -> None:
+        outcome: Outcome | None = None
+        error: Exception | None = None
+        slot.alive = True
+        with anyio.CancelScope() as scope:
+            slot.scope = scope
+            try:
+                outcome = await sub.run(lambda: ready.resolve(None))
+            except Exception as exc:
+                error = exc
+        self._finished(slot, incarnation)
+        if slot.stopping == incarnation or (outcome is None and error is None):
+            return
+        if not ready.done:
+            ready.fail(error if error is not None else RuntimeError("supervisor ended at boot"))
+            return
+        if error is None and self._bus.active:
+            self._bus.publish(SupervisorEscalated(sub.path, self.path, anyio.current_time()))
+        kind = ExitKind.ERROR if error is not None else ExitKind.SHUTDOWN
+        self.inbox.put_nowait(_Exited(slot.spec.id, incarnation, kind, error))
+
+    def _finished(self, slot: _Slot, incarnation: int) -> None:
+        if slot.incarnation == incarnation:
+            slot.alive = False
+            slot.scope = None
+            if slot.done is not None:
+                slot.done.set()
+                slot.done = None
+
+    async def _stop_child(self, child_id: str) -> None:
+        """Stop one child by its shutdown policy; the core hears of it (``stopped``)."""
+        slot = self.slots[child_id]
+        self.core.stopping(child_id)  # RUNNING -> STOPPING
+        if slot.alive:
+            done = slot.done = anyio.Event()
+            slot.stopping = slot.incarnation
+            policy = slot.spec.shutdown
+            now = anyio.current_time()
+            timeout = 0.0 if policy == BRUTAL else math.inf if policy == INFINITY else float(policy)
+            scope = slot.scope
+            assert scope is not None
+            if slot.sub is not None and policy != BRUTAL:
+                slot.sub.request_stop(now + timeout)
+            else:
+                scope.cancel()
+            if timeout == math.inf:
+                await done.wait()
+            else:
+                with anyio.move_on_after(timeout + ABANDON_GRACE):
+                    await done.wait()
+                if not done.is_set():
+                    scope.cancel()
+                    if self._bus.active:
+                        self._bus.publish(
+                            ChildAbandoned(slot.path, self.path, timeout, anyio.current_time())
+                        )
+        self.core.stopped(child_id)  # STOPPING -> STOPPED
+        if self._bus.active:
+            self._bus.publish(ChildStopped(slot.path, self.path, anyio.current_time()))
+
+    async def _stop_all(self) -> None:
+        """Stop every child: reverse start order, or all at once for a dynamic supervisor."""
+        alive = self.core.give_up_all()
+        if self.core.dynamic:
+            async with anyio.create_task_group() as tg:
+                for child_id in alive:
+                    tg.start_soon(self._stop_child, child_id)
+        else:
+            for child_id in alive:
+                await self._stop_child(child_id)
+        for slot in self.slots.values():
+            if slot.cell is not None:
+                slot.cell.close("supervisor stopped")
+
+    # -- the dynamic child API, serialized through the inbox ----------------------------------
+
+    async def request(self, op: _Op) -> object:
+        call = Call(op)
+        self.inbox.put_nowait(call)
+        return await call.wait()
+
+    async def _operate(self, op: _Op) -> object:
+        core = self.core
+        match op.name:
+            case "start_child":
+                assert op.spec is not None
+                return await self._start_new(op.spec)
+            case "terminate_child":
+                if core.terminate(op.child_id):
+                    await self._stop_child(op.child_id)
+                else:
+                    core.stopped(op.child_id)
+                if core.dynamic or core.children[op.child_id].spec.restart.value == "temporary":
+                    self._drop_slot(op.child_id)
+                else:
+                    self._close(op.child_id, "terminated")
+                return None
+            case "restart_child":
+                self._refuse_dynamic(op)
+                core.check_restart(op.child_id)
+                try:
+                    await self._start(op.child_id)
+                except _StartFailure as failure:
+                    core.stopped(op.child_id)
+                    msg = (
+                        f"supervisor {self.path!r}: child {op.child_id!r} failed to start:"
+                        f" {failure.cause!r}"
+                    )
+                    raise StartError(
+                        msg, supervisor=self.path, child_id=op.child_id
+                    ) from failure.cause
+                return self.slots[op.child_id].path
+            case _:
+                assert op.name == "delete_child"
+                self._refuse_dynamic(op)
+                core.delete(op.child_id)
+                self._drop_slot(op.child_id)
+                return None
+
+    def _refuse_dynamic(self, op: _Op) -> None:
+        if self.core.dynamic:
+            msg = f"supervisor {self.path!r} is dynamic: {op.name} does not apply (terminate instead)"
+            raise UnsupportedError(msg, supervisor=self.path, child_id=op.child_id)
+
+    async def _start_new(self, spec: ChildSpec) -> str:
+        core = self.core
+        core.check_new(spec)
+        if isinstance(self.spec, SupervisorSpec):
+            self.spec.check_child(spec)
+        if self.max_children is not None and len(core.children) >= self.max_children:
+            msg = f"supervisor {self.path!r} already has max_children={self.max_children}"
+            raise MaxChildrenError(msg, supervisor=self.path, max_children=self.max_children)
+        slot = self._add_slot(spec)
+        try:
+            await self._start(spec.id)
+        except _StartFailure as failure:
+            self._drop_slot(spec.id)  # OTP does not keep the spec of a child that failed to start
+            msg = f"supervisor {self.path!r}: child {spec.id!r} failed to start: {failure.cause!r}"
+            raise StartError(msg, supervisor=self.path, child_id=spec.id) from failure.cause
+        return slot.path
+
+    def dynamic_spec(self, args: Mapping[str, object] | None, child_id: str | None) -> ChildSpec:
+        """The template of a dynamic supervisor with *args* merged in and an id."""
+        assert isinstance(self.spec, DynamicSupervisorSpec)
+        template = self.spec.child
+        if child_id is None:
+            self._dynamic_seq += 1
+            child_id = str(self._dynamic_seq)
+            while child_id in self.core:
+                self._dynamic_seq += 1
+                child_id = str(self._dynamic_seq)
+        merged = {**template.args, **(args or {})}
+        return attrs.evolve(template, id=child_id, args=merged)
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def count_children(self) -> Counts:
+        return self.core.count_children()
+
+    def statistics(self) -> SupervisorStatistics:
+        core = self.core
+        now = anyio.current_time()
+        children = []
+        letters = self._services.letters.by_path
+        for child_id, rec in core.children.items():
+            slot = self.slots[child_id]
+            cell = slot.cell
+            sub = slot.sub if slot.alive else None
+            children.append(
+                ChildStatistics(
+                    path=slot.path,
+                    id=child_id,
+                    type=rec.spec.type,
+                    state=rec.status,
+                    restarts=rec.restarts,
+                    started_at=rec.started_at,
+                    next_restart_at=rec.due,
+                    last_exit=rec.last_exit,
+                    last_exception=slot.last_exception,
+                    exits=tuple(slot.exits or ()),
+                    mailbox_depth=len(cell.mailbox) if cell is not None else 0,
+                    mailbox_capacity=cell.mailbox.capacity if cell is not None else 0,
+                    handled=cell.handled if cell is not None else 0,
+                    dead_letters=letters.get(slot.path, 0),
+                    supervisor=sub.statistics() if sub is not None else None,
+                )
+            )
+        return SupervisorStatistics(
+            path=self.path,
+            strategy=core.strategy,
+            intensity=core.intensity.intensity,
+            period=core.intensity.period,
+            restarts_remaining=core.intensity.remaining(now),
+            dynamic=core.dynamic,
+            children=tuple(children),
+        )

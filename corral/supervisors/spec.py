@@ -1,0 +1,278 @@
+"""Child and supervisor specs: frozen values, validated when built (OTP's ``check_childspec``).
+
+Vocabulary follows OTP: ``permanent``/``transient``/``temporary`` restart types, worker and
+supervisor child types, ``intensity``/``period``, ``significant`` children and
+``auto_shutdown``. Defaults are OTP's: intensity 1 within 5 s, shutdown 5 s for workers and
+``infinity`` for supervisors.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Literal, TypeAlias
+
+import attrs
+
+from corral.errors import SpecError
+
+if TYPE_CHECKING:
+    from corral.actors.actor import Actor, Context
+
+__all__ = (
+    "BRUTAL",
+    "INFINITY",
+    "AutoShutdown",
+    "Backoff",
+    "ChildSpec",
+    "ChildStart",
+    "ChildType",
+    "DynamicSupervisorSpec",
+    "ExitKind",
+    "MailboxSpec",
+    "Overflow",
+    "RestartType",
+    "Shutdown",
+    "Strategy",
+    "SupervisorSpec",
+)
+
+
+class Strategy(enum.Enum):
+    """Which siblings restart with a failed child."""
+
+    ONE_FOR_ONE = "one-for-one"  # only the child that exited
+    ONE_FOR_ALL = "one-for-all"  # every child
+    REST_FOR_ONE = "rest-for-one"  # the child and those started after it
+
+
+class RestartType(enum.Enum):
+    """When a child that exited is restarted (OTP's table, see ``plan.should_restart``)."""
+
+    PERMANENT = "permanent"  # always
+    TRANSIENT = "transient"  # only after an abnormal exit
+    TEMPORARY = "temporary"  # never; its spec is forgotten when it exits
+
+
+class ChildType(enum.Enum):
+    WORKER = "worker"
+    SUPERVISOR = "supervisor"
+
+
+class AutoShutdown(enum.Enum):
+    """When a supervisor shuts itself down after significant children exit (OTP 24+)."""
+
+    NEVER = "never"
+    ANY_SIGNIFICANT = "any-significant"
+    ALL_SIGNIFICANT = "all-significant"
+
+
+class ExitKind(enum.Enum):
+    """How a child ended, as far as restart decisions go (OTP's exit reasons, classified)."""
+
+    NORMAL = "normal"  # returned
+    SHUTDOWN = "shutdown"  # a supervisor that gave up or auto-shut down (OTP: shutdown)
+    ERROR = "error"  # raised an exception
+
+
+class Overflow(enum.Enum):
+    """What a full mailbox does with one more message."""
+
+    BLOCK = "block"  # the sender waits for room (``cast_nowait`` raises MailboxFullError)
+    DROP_NEWEST = "drop-newest"  # the new message is dropped and kept as a dead letter
+    REJECT = "reject"  # the sender gets MailboxFullError
+
+
+BRUTAL: Literal["brutal"] = "brutal"
+INFINITY: Literal["infinity"] = "infinity"
+Shutdown: TypeAlias = float | Literal["brutal", "infinity"]
+"""Seconds of graceful stop before the child is abandoned, ``"brutal"`` or ``"infinity"``."""
+
+ChildStart: TypeAlias = (
+    "type[Actor] | Callable[..., Awaitable[object]] | SupervisorSpec | DynamicSupervisorSpec"
+)
+"""What a child runs: an ``Actor`` subclass, an async function taking a ``Context``, or a
+(dynamic) supervisor spec for a nested supervisor."""
+
+
+def _check_seconds(name: str, value: float, *, positive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        msg = f"{name} must be a finite number of seconds, got {value!r}"
+        raise SpecError(msg)
+    if value < 0 or (positive and value == 0):
+        msg = f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}"
+        raise SpecError(msg)
+
+
+@attrs.frozen
+class Backoff:
+    """Restart delay policy for one child; corral's addition to OTP, off unless set.
+
+    The n-th consecutive restart of a child (n = 1, 2, ...) waits
+    ``min(cap, initial * multiplier ** (n - 1))`` seconds, reduced by a random fraction of
+    up to ``jitter`` of it (so the cap is never exceeded and restarts of many children spread
+    out). A child that ran for ``reset_after`` seconds before exiting starts again at n = 1.
+    """
+
+    initial: float = 0.1
+    cap: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.1
+    reset_after: float = 60.0
+
+    def __attrs_post_init__(self) -> None:
+        _check_seconds("backoff initial", self.initial)
+        _check_seconds("backoff cap", self.cap)
+        _check_seconds("backoff reset_after", self.reset_after)
+        if not (isinstance(self.multiplier, int | float) and self.multiplier >= 1):
+            msg = f"backoff multiplier must be >= 1, got {self.multiplier!r}"
+            raise SpecError(msg)
+        if not (isinstance(self.jitter, int | float) and 0 <= self.jitter <= 1):
+            msg = f"backoff jitter must be within [0, 1], got {self.jitter!r}"
+            raise SpecError(msg)
+
+    def delay(self, attempt: int, sample: float) -> float:
+        """Seconds to wait before restart number *attempt* (>= 1); *sample* is uniform in [0, 1)."""
+        # Exponent capped so huge attempt counts do not overflow; cap bounds the result anyway.
+        base = min(self.cap, self.initial * self.multiplier ** min(attempt - 1, 1024))
+        return base * (1.0 - self.jitter * sample)
+
+
+@attrs.frozen
+class MailboxSpec:
+    """A mailbox's capacity and what happens when it is full."""
+
+    capacity: int = 1024
+    overflow: Overflow = Overflow.BLOCK
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.capacity, bool) or not isinstance(self.capacity, int):
+            msg = f"mailbox capacity must be an integer, got {self.capacity!r}"
+            raise SpecError(msg)
+        if self.capacity < 1:
+            msg = f"mailbox capacity must be >= 1, got {self.capacity}"
+            raise SpecError(msg)
+
+
+def _default_shutdown(spec: ChildSpec) -> Shutdown:
+    return INFINITY if spec.type is ChildType.SUPERVISOR else 5.0
+
+
+def _default_type(spec: ChildSpec) -> ChildType:
+    is_sup = isinstance(spec.start, SupervisorSpec | DynamicSupervisorSpec)
+    return ChildType.SUPERVISOR if is_sup else ChildType.WORKER
+
+
+@attrs.frozen
+class ChildSpec:
+    """One child of a supervisor: what to run and how to restart and stop it.
+
+    ``start`` is an ``Actor`` subclass (instantiated with ``args`` as keyword arguments), an
+    async function called as ``fn(ctx, **args)``, or a ``SupervisorSpec`` or
+    ``DynamicSupervisorSpec`` for a nested supervisor (``type`` then defaults to supervisor
+    and ``shutdown`` to ``"infinity"``).
+    """
+
+    id: str
+    start: ChildStart
+    args: Mapping[str, object] = attrs.field(factory=dict)
+    restart: RestartType = RestartType.PERMANENT
+    type: ChildType = attrs.field(
+        default=attrs.Factory(_default_type, takes_self=True)  # type: ignore[arg-type]  # attrs' Factory typing
+    )
+    shutdown: Shutdown = attrs.field(
+        default=attrs.Factory(_default_shutdown, takes_self=True)  # type: ignore[arg-type]  # attrs' Factory typing
+    )
+    significant: bool = False
+    backoff: Backoff | None = None
+    mailbox: MailboxSpec = MailboxSpec()
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id or "/" in self.id:
+            msg = f"child id must be a non-empty string without '/', got {self.id!r}"
+            raise SpecError(msg)
+        if not isinstance(self.restart, RestartType):
+            msg = f"child {self.id!r}: restart must be a RestartType, got {self.restart!r}"
+            raise SpecError(msg)
+        if self.shutdown not in (BRUTAL, INFINITY):
+            if isinstance(self.shutdown, str):
+                msg = (
+                    f"child {self.id!r}: shutdown must be seconds, 'brutal' or 'infinity',"
+                    f" got {self.shutdown!r}"
+                )
+                raise SpecError(msg)
+            _check_seconds(f"child {self.id!r}: shutdown", self.shutdown)
+        if self.significant and self.restart is RestartType.PERMANENT:
+            # OTP: {bad_combination, [{restart, permanent}, {significant, true}]}
+            msg = f"child {self.id!r}: a significant child cannot be permanent"
+            raise SpecError(msg)
+        is_sup = isinstance(self.start, SupervisorSpec | DynamicSupervisorSpec)
+        if is_sup != (self.type is ChildType.SUPERVISOR):
+            msg = f"child {self.id!r}: type {self.type.value} does not match what it starts"
+            raise SpecError(msg)
+        if not is_sup and not callable(self.start):
+            msg = f"child {self.id!r}: start must be an Actor class, an async function or a spec"
+            raise SpecError(msg)
+
+
+def _check_flags(intensity: int, period: float) -> None:
+    if isinstance(intensity, bool) or not isinstance(intensity, int) or intensity < 0:
+        msg = f"intensity must be an integer >= 0, got {intensity!r}"
+        raise SpecError(msg)
+    _check_seconds("period", period, positive=True)
+
+
+@attrs.frozen
+class SupervisorSpec:
+    """A supervisor: its children in start order, strategy and restart intensity."""
+
+    children: tuple[ChildSpec, ...] = attrs.field(default=(), converter=tuple)
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    intensity: int = 1
+    period: float = 5.0
+    auto_shutdown: AutoShutdown = AutoShutdown.NEVER
+
+    def __attrs_post_init__(self) -> None:
+        _check_flags(self.intensity, self.period)
+        seen: dict[str, int] = {}
+        for index, child in enumerate(self.children):
+            if not isinstance(child, ChildSpec):
+                msg = f"children[{index}] must be a ChildSpec, got {type(child).__name__}"
+                raise SpecError(msg)
+            if child.id in seen:
+                msg = f"child id {child.id!r} is defined twice (children[{seen[child.id]}], children[{index}])"
+                raise SpecError(msg)
+            seen[child.id] = index
+            self.check_child(child)
+
+    def check_child(self, child: ChildSpec) -> None:
+        """Raise ``SpecError`` if *child* may not join this supervisor (OTP's validSignificant)."""
+        if child.significant and self.auto_shutdown is AutoShutdown.NEVER:
+            # OTP: {bad_combination, [{auto_shutdown, never}, {significant, true}]}
+            msg = f"child {child.id!r}: significant children need auto_shutdown other than never"
+            raise SpecError(msg)
+
+
+@attrs.frozen
+class DynamicSupervisorSpec:
+    """A supervisor of many children started at run time from one template (OTP's
+    simple_one_for_one, Elixir's DynamicSupervisor): one-for-one, stopped in parallel."""
+
+    child: ChildSpec
+    max_children: int | None = None
+    intensity: int = 1
+    period: float = 5.0
+
+    def __attrs_post_init__(self) -> None:
+        _check_flags(self.intensity, self.period)
+        if self.max_children is not None and (
+            isinstance(self.max_children, bool)
+            or not isinstance(self.max_children, int)
+            or self.max_children < 0
+        ):
+            msg = f"max_children must be an integer >= 0 or None, got {self.max_children!r}"
+            raise SpecError(msg)
+        if self.child.significant:
+            msg = "a dynamic supervisor's children cannot be significant"
+            raise SpecError(msg)
