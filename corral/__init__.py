@@ -1,1 +1,130 @@
+"""corral: supervision trees for Python actors, OTP's semantics on anyio (asyncio and trio).
+
+The embedding API::
+
+    import corral
+
+    class Echo(corral.Actor):
+        async def handle(self, message: object) -> object:
+            return message
+
+    tree = corral.SupervisorSpec([corral.ChildSpec("echo", Echo)])
+
+    async with corral.open_tree(tree) as running:
+        assert await running.lookup("/echo").call("hi") == "hi"
+"""
+
 from __future__ import annotations
+
+from corral.actors.actor import DEFAULT_CALL_TIMEOUT, Actor, ActorRef, Context
+from corral.actors.deadletter import DeadLetter
+from corral.errors import (
+    ActorCrashedError,
+    ActorNotRunningError,
+    AlreadyPresentError,
+    AlreadyStartedError,
+    CallTimeoutError,
+    CorralError,
+    MailboxFullError,
+    MaxChildrenError,
+    NoReplyError,
+    NotFoundError,
+    RestartingError,
+    RunningError,
+    SpecError,
+    StartError,
+    SupervisorGaveUpError,
+    UnknownPathError,
+    UnsupportedError,
+)
+from corral.supervisors.core import ChildInfo, ChildStatus, Counts
+from corral.supervisors.events import (
+    ChildAbandoned,
+    ChildExited,
+    ChildStarted,
+    ChildStopped,
+    Event,
+    EventBus,
+    MessageDeadLettered,
+    RestartScheduled,
+    StartFailed,
+    SupervisorAutoShutdown,
+    SupervisorEscalated,
+    SupervisorGaveUp,
+)
+from corral.supervisors.runtime import ChildStatistics, SupervisorStatistics
+from corral.supervisors.spec import (
+    BRUTAL,
+    INFINITY,
+    AutoShutdown,
+    Backoff,
+    ChildSpec,
+    ChildType,
+    DynamicSupervisorSpec,
+    ExitKind,
+    MailboxSpec,
+    Overflow,
+    RestartType,
+    Strategy,
+    SupervisorSpec,
+)
+from corral.supervisors.tree import SupervisorRef, Tree, open_tree, run
+
+__all__ = (
+    "BRUTAL",
+    "DEFAULT_CALL_TIMEOUT",
+    "INFINITY",
+    "Actor",
+    "ActorCrashedError",
+    "ActorNotRunningError",
+    "ActorRef",
+    "AlreadyPresentError",
+    "AlreadyStartedError",
+    "AutoShutdown",
+    "Backoff",
+    "CallTimeoutError",
+    "ChildAbandoned",
+    "ChildExited",
+    "ChildInfo",
+    "ChildSpec",
+    "ChildStarted",
+    "ChildStatistics",
+    "ChildStatus",
+    "ChildStopped",
+    "ChildType",
+    "Context",
+    "CorralError",
+    "Counts",
+    "DeadLetter",
+    "DynamicSupervisorSpec",
+    "Event",
+    "EventBus",
+    "ExitKind",
+    "MailboxFullError",
+    "MailboxSpec",
+    "MaxChildrenError",
+    "MessageDeadLettered",
+    "NoReplyError",
+    "NotFoundError",
+    "Overflow",
+    "RestartScheduled",
+    "RestartType",
+    "RestartingError",
+    "RunningError",
+    "SpecError",
+    "StartError",
+    "StartFailed",
+    "Strategy",
+    "SupervisorAutoShutdown",
+    "SupervisorEscalated",
+    "SupervisorGaveUp",
+    "SupervisorGaveUpError",
+    "SupervisorRef",
+    "SupervisorSpec",
+    "SupervisorStatistics",
+    "Tree",
+    "UnknownPathError",
+    "UnsupportedError",
+    "open_tree",
+    "run",
+)

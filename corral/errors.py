@@ -18,8 +18,8 @@ __all__ = (
     "SpecError",
     "StartError",
     "SupervisorGaveUpError",
-    "UnsupportedError",
     "UnknownPathError",
+    "UnsupportedError",
 )
 
 
@@ -64,7 +64,10 @@ class RestartingError(ChildError):
 
 
 class UnsupportedError(ChildError):
-    """The operation does not apply to this kind of supervisor (OTP: ``{error, simple_one_for_one}``)."""
+    """The operation does not apply to this kind of supervisor.
+
+    OTP: ``{error, simple_one_for_one}``.
+    """
 
 
 class MaxChildrenError(CorralError):
@@ -86,7 +89,10 @@ class StartError(CorralError):
 
 
 class SupervisorGaveUpError(CorralError):
-    """A supervisor exceeded its restart intensity and shut down (OTP: reached_max_restart_intensity)."""
+    """A supervisor exceeded its restart intensity and shut down.
+
+    OTP: ``reached_max_restart_intensity``.
+    """
 
     def __init__(self, msg: str, *, supervisor: str, restarts: int, period: float) -> None:
         super().__init__(msg)

@@ -10,8 +10,7 @@ an incarnation crashes reach the next one, and a reference stays valid across re
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, final
+from typing import TYPE_CHECKING, final
 
 import anyio
 
@@ -27,6 +26,8 @@ from corral.errors import (
 from corral.supervisors.events import EventBus, MessageDeadLettered
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from corral.actors.registry import Registry
 
 __all__ = ("DEFAULT_CALL_TIMEOUT", "Actor", "ActorCell", "ActorRef", "Call", "Context")
@@ -157,13 +158,15 @@ class ActorCell:
         """Stopped for good: refuse new messages, fail waiting calls, keep casts for a restart."""
         self.accepting = False
         mailbox = self.mailbox
-        if any(isinstance(m, Call) for m in mailbox._items):  # noqa: SLF001  # same package
+        if any(isinstance(m, Call) for m in mailbox._items):  # same package
             kept = [m for m in mailbox.drain() if not isinstance(m, Call) or self._fail(m, reason)]
             for m in kept:
                 mailbox.put_nowait(m)
 
     def _fail(self, call: Call, reason: str) -> bool:
-        call.fail(ActorNotRunningError(f"actor {self.path} is not running ({reason})", path=self.path))
+        call.fail(
+            ActorNotRunningError(f"actor {self.path} is not running ({reason})", path=self.path)
+        )
         return False
 
     def discard(self, reason: str) -> None:
@@ -228,7 +231,12 @@ class ActorRef:
         if not queued:
             cell.dead_letter(message, "dropped", None)
 
-    async def call(self, message: object, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> object:
+    async def call(
+        self,
+        message: object,
+        *,
+        timeout: float = DEFAULT_CALL_TIMEOUT,  # noqa: ASYNC109  # a call's contract (gen_server:call)
+    ) -> object:
         """Send *message* and wait for the reply, for at most *timeout* seconds in all.
 
         Raises:
@@ -300,7 +308,7 @@ class Context:
         current = self._cell.current
         if not isinstance(current, Call):
             msg = f"actor {self.path}: the message being handled is not a call"
-            raise RuntimeError(msg)
+            raise RuntimeError(msg)  # noqa: TRY004  # a misuse of the API, not a bad argument
         current.resolve(value)
 
     def _finish(self) -> None:
@@ -320,7 +328,9 @@ class Context:
         return await self.receive()
 
 
-async def run_actor(actor: Actor, cell: ActorCell, ctx: Context, cleanup_timeout: float | None) -> None:
+async def run_actor(
+    actor: Actor, cell: ActorCell, ctx: Context, cleanup_timeout: float | None
+) -> None:
     """Run a class actor: ``on_start``, signal readiness, handle messages until cancelled.
 
     *cleanup_timeout* bounds ``on_stop`` (None: it is not called, a brutal stop).
@@ -356,5 +366,3 @@ async def _stop(actor: Actor, cleanup_timeout: float | None) -> None:
         if cleanup_timeout != math.inf:
             scope.deadline = anyio.current_time() + cleanup_timeout
         await actor.on_stop()
-
-

@@ -22,7 +22,7 @@ FAIR_EVERY: Final = 32
 """Messages taken (or sent) without a checkpoint before the task yields once."""
 
 
-class MailboxFull(Exception):  # noqa: N818  # internal signal, turned into MailboxFullError by callers
+class MailboxFull(Exception):  # internal signal, turned into MailboxFullError by callers
     """Raised by ``put_nowait`` when there is no room and the policy does not drop."""
 
 
@@ -30,7 +30,7 @@ class MailboxFull(Exception):  # noqa: N818  # internal signal, turned into Mail
 class Mailbox:
     """A FIFO of messages with a capacity and an overflow policy; one receiver at a time."""
 
-    __slots__ = ("_getter", "_gets", "_items", "_putters", "_puts", "capacity", "overflow")
+    __slots__ = ("_gets", "_getter", "_items", "_puts", "_putters", "capacity", "overflow")
 
     def __init__(self, capacity: int, overflow: Overflow = Overflow.BLOCK) -> None:
         self.capacity = capacity

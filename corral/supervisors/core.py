@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -54,6 +54,9 @@ from corral.supervisors.spec import (
     RestartType,
     Strategy,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 __all__ = (
     "Attempted",
@@ -331,9 +334,9 @@ class SupervisorCore:
         if not should_restart(rec.spec.restart, kind):
             return self._forget(rec, kind)
         backoff = rec.spec.backoff
-        if backoff is not None and rec.started_at is not None:
-            if now - rec.started_at >= backoff.reset_after:
-                rec.consecutive = 0
+        started = rec.started_at
+        if backoff is not None and started is not None and now - started >= backoff.reset_after:
+            rec.consecutive = 0  # it ran stably: the backoff starts over
         rec.consecutive += 1
         return self._schedule(rec, now)
 
@@ -357,12 +360,14 @@ class SupervisorCore:
             return Ignore()  # started by another restart, terminated or removed meanwhile
         self.intensity, exceeded = self.intensity.record(now)
         if exceeded:
-            rec.status = ChildStatus.FAILED if rec.last_exit is ExitKind.ERROR else (
-                ChildStatus.STOPPED
+            rec.status = (
+                ChildStatus.FAILED if rec.last_exit is ExitKind.ERROR else (ChildStatus.STOPPED)
             )
             rec.due = None
             return GiveUp(
-                child_id, len(self.intensity.history), self.intensity.intensity,
+                child_id,
+                len(self.intensity.history),
+                self.intensity.intensity,
                 self.intensity.period,
             )
         order = tuple(self.children)
@@ -413,8 +418,8 @@ class SupervisorCore:
         """The supervisor is shutting down: cancel pending restarts; return who to stop."""
         for rec in self.children.values():
             if rec.status is ChildStatus.BACKOFF:
-                rec.status = ChildStatus.FAILED if rec.last_exit is ExitKind.ERROR else (
-                    ChildStatus.STOPPED
+                rec.status = (
+                    ChildStatus.FAILED if rec.last_exit is ExitKind.ERROR else (ChildStatus.STOPPED)
                 )
                 rec.due = None
         alive = self.alive_in_stop_order()

@@ -8,13 +8,15 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TypeAlias, final
+from typing import TYPE_CHECKING, TypeAlias, final
 
 import anyio
 import attrs
-from anyio.streams.memory import MemoryObjectReceiveStream
 
-from corral.supervisors.spec import ExitKind
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream
+
+    from corral.supervisors.spec import ExitKind
 
 __all__ = (
     "ChildAbandoned",
@@ -183,7 +185,9 @@ class EventBus:
                 logger.exception("event observer %r failed on %r", observer, event)
 
     @asynccontextmanager
-    async def stream(self, max_buffer: int = 1000) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
+    async def stream(
+        self, max_buffer: int = 1000
+    ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
         """Events as an async stream while the context is open.
 
         A reader slower than the events loses the newest ones past *max_buffer*; that is

@@ -6,9 +6,12 @@ is the strategy part of ``supervisor:restart/3``: which children take part in a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from corral.supervisors.spec import ExitKind, RestartType, Strategy
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ("affected", "should_restart")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, final
 
 import anyio
@@ -62,12 +61,13 @@ from corral.supervisors.spec import (
     DynamicSupervisorSpec,
     ExitKind,
     Overflow,
+    RestartType,
     Strategy,
     SupervisorSpec,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from corral.supervisors.tree import TreeServices
 
@@ -161,7 +161,7 @@ class _Op:
     spec: ChildSpec | None = None
 
 
-class _StartFailure(Exception):  # noqa: N818  # internal signal between _start and its callers
+class _StartFailure(Exception):  # internal signal between _start and its callers
     def __init__(self, cause: BaseException) -> None:
         super().__init__(repr(cause))
         self.cause = cause
@@ -248,8 +248,11 @@ class Supervisor:
         if isinstance(spec, DynamicSupervisorSpec):
             self.max_children = spec.max_children
             self.core = SupervisorCore.create(
-                path, intensity=spec.intensity, period=spec.period,
-                random=services.random, dynamic=True,
+                path,
+                intensity=spec.intensity,
+                period=spec.period,
+                random=services.random,
+                dynamic=True,
             )
         else:
             self.max_children = None
@@ -328,10 +331,11 @@ class Supervisor:
                         if outcome is not None:
                             return outcome
                         continue
+                    message = None
                     with anyio.CancelScope(deadline=due):
                         message = await inbox.get()
                     if message is None:
-                        continue
+                        continue  # the restart is due
             outcome = await self._handle(message)
             if outcome is not None:
                 return outcome
@@ -366,16 +370,19 @@ class Supervisor:
 
     async def _run_due(self, now: float) -> Outcome | None:
         for child_id in list(self.core.due_children(now)):
-            outcome = await self._carry_out(self.core.attempt(child_id, now), now)
+            outcome = await self._carry_out(self.core.attempt(child_id, now), now, due=True)
             if outcome is not None:
                 return outcome
         return None
 
-    async def _carry_out(self, decision: Decision, now: float) -> Outcome | None:
+    async def _carry_out(
+        self, decision: Decision, now: float, *, due: bool = False
+    ) -> Outcome | None:
+        """Do what the core decided; *due*: a delayed restart whose RestartScheduled is out."""
         bus = self._bus
         match decision:
             case Restart():
-                if bus.active:
+                if bus.active and not due:
                     path = self.slots[decision.child_id].path
                     bus.publish(RestartScheduled(path, self.path, 0.0, now))
                 await self._restart(decision)
@@ -395,8 +402,12 @@ class Supervisor:
                 if bus.active:
                     bus.publish(
                         SupervisorGaveUp(
-                            self.path, decision.child_id, decision.restarts,
-                            decision.intensity, decision.period, now,
+                            self.path,
+                            decision.child_id,
+                            decision.restarts,
+                            decision.intensity,
+                            decision.period,
+                            now,
                         )
                     )
                 return Outcome.GAVE_UP
@@ -536,8 +547,9 @@ class Supervisor:
         self.inbox.put_nowait(_Exited(slot.spec.id, incarnation, kind, error))
 
     async def _run_supervisor(
-        self, slot: _Slot, incarnation: int, sub: Supervisor, ready: Call
+        self, slot: _Slot, incarnation: int, sub: Supervisor, ready: Call | None
     ) -> None:
+        assert ready is not None  # a supervisor child always signals readiness
         outcome: Outcome | None = None
         error: Exception | None = None
         slot.alive = True
@@ -629,7 +641,7 @@ class Supervisor:
                     await self._stop_child(op.child_id)
                 else:
                     core.stopped(op.child_id)
-                if core.dynamic or core.children[op.child_id].spec.restart.value == "temporary":
+                if core.dynamic or core.get(op.child_id).spec.restart is RestartType.TEMPORARY:
                     self._drop_slot(op.child_id)
                 else:
                     self._close(op.child_id, "terminated")
@@ -658,7 +670,9 @@ class Supervisor:
 
     def _refuse_dynamic(self, op: _Op) -> None:
         if self.core.dynamic:
-            msg = f"supervisor {self.path!r} is dynamic: {op.name} does not apply (terminate instead)"
+            msg = (
+                f"supervisor {self.path!r} is dynamic: {op.name} does not apply (terminate instead)"
+            )
             raise UnsupportedError(msg, supervisor=self.path, child_id=op.child_id)
 
     async def _start_new(self, spec: ChildSpec) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import attrs
@@ -18,7 +17,9 @@ import attrs
 from corral.errors import SpecError
 
 if TYPE_CHECKING:
-    from corral.actors.actor import Actor, Context
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
+
+    from corral.actors.actor import Actor
 
 __all__ = (
     "BRUTAL",
@@ -96,8 +97,9 @@ ChildStart: TypeAlias = (
 (dynamic) supervisor spec for a nested supervisor."""
 
 
-def _check_seconds(name: str, value: float, *, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+def _check_seconds(name: str, value: object, *, positive: bool = False) -> None:
+    """Specs are built from untyped input too (config files), so types are checked here."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         msg = f"{name} must be a finite number of seconds, got {value!r}"
         raise SpecError(msg)
     if value < 0 or (positive and value == 0):
@@ -125,10 +127,12 @@ class Backoff:
         _check_seconds("backoff initial", self.initial)
         _check_seconds("backoff cap", self.cap)
         _check_seconds("backoff reset_after", self.reset_after)
-        if not (isinstance(self.multiplier, int | float) and self.multiplier >= 1):
+        multiplier: object = self.multiplier
+        if not (isinstance(multiplier, int | float) and multiplier >= 1):
             msg = f"backoff multiplier must be >= 1, got {self.multiplier!r}"
             raise SpecError(msg)
-        if not (isinstance(self.jitter, int | float) and 0 <= self.jitter <= 1):
+        jitter: object = self.jitter
+        if not (isinstance(jitter, int | float) and 0 <= jitter <= 1):
             msg = f"backoff jitter must be within [0, 1], got {self.jitter!r}"
             raise SpecError(msg)
 
@@ -147,7 +151,8 @@ class MailboxSpec:
     overflow: Overflow = Overflow.BLOCK
 
     def __attrs_post_init__(self) -> None:
-        if isinstance(self.capacity, bool) or not isinstance(self.capacity, int):
+        capacity: object = self.capacity
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
             msg = f"mailbox capacity must be an integer, got {self.capacity!r}"
             raise SpecError(msg)
         if self.capacity < 1:
@@ -178,31 +183,30 @@ class ChildSpec:
     start: ChildStart
     args: Mapping[str, object] = attrs.field(factory=dict)
     restart: RestartType = RestartType.PERMANENT
-    type: ChildType = attrs.field(
-        default=attrs.Factory(_default_type, takes_self=True)  # type: ignore[arg-type]  # attrs' Factory typing
-    )
-    shutdown: Shutdown = attrs.field(
-        default=attrs.Factory(_default_shutdown, takes_self=True)  # type: ignore[arg-type]  # attrs' Factory typing
-    )
+    type: ChildType = attrs.field(default=attrs.Factory(_default_type, takes_self=True))
+    shutdown: Shutdown = attrs.field(default=attrs.Factory(_default_shutdown, takes_self=True))
     significant: bool = False
     backoff: Backoff | None = None
     mailbox: MailboxSpec = MailboxSpec()
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id or "/" in self.id:
+        child_id: object = self.id
+        if not isinstance(child_id, str) or not child_id or "/" in child_id:
             msg = f"child id must be a non-empty string without '/', got {self.id!r}"
             raise SpecError(msg)
-        if not isinstance(self.restart, RestartType):
+        restart: object = self.restart
+        if not isinstance(restart, RestartType):
             msg = f"child {self.id!r}: restart must be a RestartType, got {self.restart!r}"
             raise SpecError(msg)
-        if self.shutdown not in (BRUTAL, INFINITY):
-            if isinstance(self.shutdown, str):
+        shutdown: object = self.shutdown
+        if shutdown not in (BRUTAL, INFINITY):
+            if isinstance(shutdown, str):
                 msg = (
                     f"child {self.id!r}: shutdown must be seconds, 'brutal' or 'infinity',"
                     f" got {self.shutdown!r}"
                 )
                 raise SpecError(msg)
-            _check_seconds(f"child {self.id!r}: shutdown", self.shutdown)
+            _check_seconds(f"child {self.id!r}: shutdown", shutdown)
         if self.significant and self.restart is RestartType.PERMANENT:
             # OTP: {bad_combination, [{restart, permanent}, {significant, true}]}
             msg = f"child {self.id!r}: a significant child cannot be permanent"
@@ -211,12 +215,17 @@ class ChildSpec:
         if is_sup != (self.type is ChildType.SUPERVISOR):
             msg = f"child {self.id!r}: type {self.type.value} does not match what it starts"
             raise SpecError(msg)
-        if not is_sup and not callable(self.start):
+        start: object = self.start
+        if not is_sup and not callable(start):
             msg = f"child {self.id!r}: start must be an Actor class, an async function or a spec"
             raise SpecError(msg)
 
 
-def _check_flags(intensity: int, period: float) -> None:
+def _to_tuple(children: Iterable[ChildSpec]) -> tuple[ChildSpec, ...]:
+    return tuple(children)
+
+
+def _check_flags(intensity: object, period: object) -> None:
     if isinstance(intensity, bool) or not isinstance(intensity, int) or intensity < 0:
         msg = f"intensity must be an integer >= 0, got {intensity!r}"
         raise SpecError(msg)
@@ -227,7 +236,7 @@ def _check_flags(intensity: int, period: float) -> None:
 class SupervisorSpec:
     """A supervisor: its children in start order, strategy and restart intensity."""
 
-    children: tuple[ChildSpec, ...] = attrs.field(default=(), converter=tuple)
+    children: tuple[ChildSpec, ...] = attrs.field(default=(), converter=_to_tuple)
     strategy: Strategy = Strategy.ONE_FOR_ONE
     intensity: int = 1
     period: float = 5.0
@@ -236,12 +245,16 @@ class SupervisorSpec:
     def __attrs_post_init__(self) -> None:
         _check_flags(self.intensity, self.period)
         seen: dict[str, int] = {}
-        for index, child in enumerate(self.children):
+        children: tuple[object, ...] = self.children
+        for index, child in enumerate(children):
             if not isinstance(child, ChildSpec):
                 msg = f"children[{index}] must be a ChildSpec, got {type(child).__name__}"
                 raise SpecError(msg)
             if child.id in seen:
-                msg = f"child id {child.id!r} is defined twice (children[{seen[child.id]}], children[{index}])"
+                msg = (
+                    f"child id {child.id!r} is defined twice"
+                    f" (children[{seen[child.id]}], children[{index}])"
+                )
                 raise SpecError(msg)
             seen[child.id] = index
             self.check_child(child)
@@ -266,10 +279,9 @@ class DynamicSupervisorSpec:
 
     def __attrs_post_init__(self) -> None:
         _check_flags(self.intensity, self.period)
-        if self.max_children is not None and (
-            isinstance(self.max_children, bool)
-            or not isinstance(self.max_children, int)
-            or self.max_children < 0
+        max_children: object = self.max_children
+        if max_children is not None and (
+            isinstance(max_children, bool) or not isinstance(max_children, int) or max_children < 0
         ):
             msg = f"max_children must be an integer >= 0 or None, got {self.max_children!r}"
             raise SpecError(msg)

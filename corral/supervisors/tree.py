@@ -1,0 +1,249 @@
+"""A running supervision tree: the root supervisor, and what its actors share.
+
+``open_tree`` is the embedding API, shaped like a trio nursery: the tree runs while the
+``async with`` block does and is stopped, in reverse start order, when the block exits. If the
+root supervisor gives up, the block is cancelled and ``SupervisorGaveUpError`` raised.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, final
+
+import anyio
+
+from corral.actors.actor import ActorRef, Call
+from corral.actors.deadletter import DeadLetter, DeadLetterBox
+from corral.actors.registry import Registry
+from corral.errors import SupervisorGaveUpError, UnknownPathError
+from corral.supervisors.events import EventBus, SupervisorEscalated
+from corral.supervisors.runtime import Outcome, Supervisor, SupervisorStatistics, _Op
+from corral.supervisors.spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Mapping
+
+    from corral.supervisors.core import ChildInfo, Counts
+
+__all__ = ("SupervisorRef", "Tree", "TreeServices", "open_tree", "run")
+
+
+@final
+class TreeServices:
+    """What every supervisor and actor of one tree shares."""
+
+    __slots__ = ("bus", "letters", "random", "registry", "supervisors")
+
+    def __init__(self, *, random: Callable[[], float], dead_letters: int) -> None:
+        self.bus = EventBus()
+        self.letters = DeadLetterBox(dead_letters)
+        self.registry = Registry()
+        self.supervisors: dict[str, Supervisor] = {}
+        self.random = random
+
+
+@final
+class SupervisorRef:
+    """A running supervisor, by path: the dynamic child API (OTP's names and errors).
+
+    Valid across restarts of the supervisor; each call goes to its current incarnation.
+    """
+
+    __slots__ = ("_services", "path")
+
+    def __init__(self, services: TreeServices, path: str) -> None:
+        self._services = services
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"<SupervisorRef {self.path}>"
+
+    def _current(self) -> Supervisor:
+        try:
+            return self._services.supervisors[self.path]
+        except KeyError:
+            msg = f"no running supervisor at {self.path!r}"
+            raise UnknownPathError(msg, path=self.path) from None
+
+    async def start_child(
+        self,
+        spec: ChildSpec | None = None,
+        *,
+        args: Mapping[str, object] | None = None,
+        id: str | None = None,  # OTP's and the spec's word
+    ) -> str:
+        """Add a child and start it; returns its path.
+
+        A regular supervisor takes a ``ChildSpec``. A dynamic supervisor builds one from its
+        template, with *args* merged into the template's and *id* (default: a sequence number).
+
+        Raises:
+            AlreadyStartedError / AlreadyPresentError: the id is taken.
+            MaxChildrenError: a dynamic supervisor is full.
+            StartError: the child failed to start (its spec is not kept).
+            SpecError: the spec does not fit this supervisor.
+        """
+        sup = self._current()
+        if isinstance(sup.spec, DynamicSupervisorSpec):
+            if spec is not None:
+                msg = (
+                    "a dynamic supervisor starts children from its template: pass args=, not a spec"
+                )
+                raise TypeError(msg)
+            spec = sup.dynamic_spec(args, id)
+        elif spec is None:
+            msg = "start_child needs a ChildSpec"
+            raise TypeError(msg)
+        result = await sup.request(_Op("start_child", spec.id, spec))
+        assert isinstance(result, str)
+        return result
+
+    async def terminate_child(self, child_id: str) -> None:
+        """Stop a child by its shutdown policy and keep its spec (a temporary child's, and a
+        dynamic supervisor's child's, is deleted). Ends a backoff wait at once.
+
+        Raises:
+            NotFoundError: no such child.
+        """
+        await self._current().request(_Op("terminate_child", child_id))
+
+    async def restart_child(self, child_id: str) -> str:
+        """Start a stopped child again (not counted in the restart intensity).
+
+        Raises:
+            NotFoundError, RunningError, RestartingError: as OTP.
+            StartError: it failed to start.
+        """
+        result = await self._current().request(_Op("restart_child", child_id))
+        assert isinstance(result, str)
+        return result
+
+    async def delete_child(self, child_id: str) -> None:
+        """Forget a stopped child's spec.
+
+        Raises:
+            NotFoundError, RunningError, RestartingError: as OTP.
+        """
+        await self._current().request(_Op("delete_child", child_id))
+
+    def which_children(self) -> tuple[ChildInfo, ...]:
+        return self._current().core.which_children()
+
+    def count_children(self) -> Counts:
+        return self._current().count_children()
+
+    def statistics(self) -> SupervisorStatistics:
+        return self._current().statistics()
+
+
+@final
+class Tree:
+    """A running tree: lookups, statistics, dead letters and events of all its actors."""
+
+    __slots__ = ("_closed", "_failure", "root", "services", "spec")
+
+    def __init__(self, spec: SupervisorSpec, services: TreeServices) -> None:
+        self.spec = spec
+        self.services = services
+        self.root = Supervisor(spec, "/", services, None)
+        self._closed = anyio.Event()
+        self._failure: SupervisorGaveUpError | None = None
+
+    @property
+    def events(self) -> EventBus:
+        return self.services.bus
+
+    def lookup(self, path: str) -> ActorRef:
+        """The actor at *path*, e.g. ``/workers/db`` (``UnknownPathError`` if none)."""
+        return self.services.registry.lookup(path)
+
+    def supervisor(self, path: str = "/") -> SupervisorRef:
+        """The supervisor at *path* (``/`` is the root)."""
+        if path not in self.services.supervisors:
+            msg = f"no running supervisor at {path!r}"
+            raise UnknownPathError(msg, path=path)
+        return SupervisorRef(self.services, path)
+
+    def statistics(self) -> SupervisorStatistics:
+        """A snapshot of the whole tree."""
+        return self.root.statistics()
+
+    def dead_letters(self, path: str | None = None) -> tuple[DeadLetter, ...]:
+        return self.services.letters.list(path)
+
+    async def wait(self) -> None:
+        """Wait until the root supervisor exits (auto-shutdown, or stopped).
+
+        Raises:
+            SupervisorGaveUpError: the root exceeded its restart intensity.
+        """
+        await self._closed.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _run_root(self, ready: Call, cancel_owner: Callable[[], None]) -> None:
+        root = self.root
+        try:
+            outcome = await root.run(lambda: ready.resolve(None))
+        except Exception as exc:
+            ready.fail(exc)
+            return
+        finally:
+            self._closed.set()
+        if outcome is Outcome.STOPPED:
+            return
+        now = anyio.current_time()
+        if self.services.bus.active:
+            self.services.bus.publish(SupervisorEscalated("/", None, now))
+        if outcome is Outcome.GAVE_UP:
+            core = root.core
+            msg = (
+                f"supervisor '/' gave up: {len(core.intensity.history)} restarts within"
+                f" {core.intensity.period} s (limit {core.intensity.intensity})"
+            )
+            self._failure = SupervisorGaveUpError(
+                msg,
+                supervisor="/",
+                restarts=len(core.intensity.history),
+                period=core.intensity.period,
+            )
+        cancel_owner()
+
+
+@asynccontextmanager
+async def open_tree(
+    spec: SupervisorSpec,
+    *,
+    random: Callable[[], float] | None = None,
+    dead_letters: int = 1000,
+) -> AsyncIterator[Tree]:
+    """Start *spec*'s tree (children in order, each ready before the next) and yield it.
+
+    Args:
+        spec: the root supervisor.
+        random: uniform [0, 1) source for backoff jitter (seed it for reproducible runs).
+        dead_letters: how many dead letters the tree keeps (counts are kept for all).
+
+    Raises:
+        StartError: a child failed to start; nothing is left running.
+        SupervisorGaveUpError: the root gave up while the block ran (the block is cancelled).
+    """
+    services = TreeServices(random=random or _random.random, dead_letters=dead_letters)
+    tree = Tree(spec, services)
+    ready = Call(None)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tree._run_root, ready, tg.cancel_scope.cancel)
+        await ready.wait()
+        try:
+            yield tree
+        finally:
+            tree.root.request_stop()
+    if tree._failure is not None:
+        raise tree._failure
+
+
+async def run(spec: SupervisorSpec, *, random: Callable[[], float] | None = None) -> None:
+    """Run *spec*'s tree until its root exits (see ``Tree.wait``)."""
+    async with open_tree(spec, random=random) as tree:
+        await tree.wait()
