@@ -90,6 +90,10 @@ class Call:
         return self._result
 
 
+def _is_call(message: object) -> bool:
+    return isinstance(message, Call)
+
+
 @final
 class ActorCell:
     """A child slot's lasting state: mailbox, statistics, reference. One per slot, not per run."""
@@ -157,17 +161,12 @@ class ActorCell:
     def close(self, reason: str) -> None:
         """Stopped for good: refuse new messages, fail waiting calls, keep casts for a restart."""
         self.accepting = False
-        mailbox = self.mailbox
-        if any(isinstance(m, Call) for m in mailbox._items):  # same package
-            kept = [m for m in mailbox.drain() if not isinstance(m, Call) or self._fail(m, reason)]
-            for m in kept:
-                mailbox.put_nowait(m)
-
-    def _fail(self, call: Call, reason: str) -> bool:
-        call.fail(
-            ActorNotRunningError(f"actor {self.path} is not running ({reason})", path=self.path)
-        )
-        return False
+        for call in self.mailbox.take(_is_call):
+            assert isinstance(call, Call)
+            error = ActorNotRunningError(
+                f"actor {self.path} is not running ({reason})", path=self.path
+            )
+            call.fail(error)
 
     def discard(self, reason: str) -> None:
         """The slot is going away: every queued message becomes a dead letter."""

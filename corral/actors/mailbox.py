@@ -9,14 +9,19 @@ so an actor draining a long mailbox still lets every other task run regularly.
 from __future__ import annotations
 
 from collections import deque
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import anyio
 import anyio.lowlevel
 
 from corral.supervisors.spec import Overflow
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = ("FAIR_EVERY", "Mailbox", "MailboxFull")
+
+_EMPTY: Final[deque[object]] = deque(maxlen=0)  # shared by every mailbox never written to
 
 FAIR_EVERY: Final = 32
 """Messages taken (or sent) without a checkpoint before the task yields once."""
@@ -35,7 +40,7 @@ class Mailbox:
     def __init__(self, capacity: int, overflow: Overflow = Overflow.BLOCK) -> None:
         self.capacity = capacity
         self.overflow = overflow
-        self._items: deque[object] = deque()
+        self._items: deque[object] = _EMPTY  # a deque costs 624 bytes: made on first use
         self._getter: anyio.Event | None = None
         self._putters: deque[anyio.Event] | None = None
         self._gets = 0
@@ -55,6 +60,8 @@ class Mailbox:
             if self.overflow is Overflow.DROP_NEWEST:
                 return False
             raise MailboxFull
+        if items is _EMPTY:
+            items = self._items = deque()
         items.append(item)
         getter = self._getter
         if getter is not None:
@@ -95,23 +102,24 @@ class Mailbox:
 
     def get_nowait(self) -> object:
         """Take the oldest message. Raises ``anyio.WouldBlock`` when empty."""
-        if not self._items:
+        items = self._items
+        if not items:
             raise anyio.WouldBlock
-        item = self._items.popleft()
+        item = items.popleft()
         if self._putters:
             self._wake_putter()
         return item
 
     async def get(self) -> object:
         """Take the oldest message, waiting for one."""
-        items = self._items
-        while not items:
+        while not self._items:
             event = self._getter = anyio.Event()
             try:
                 await event.wait()
             finally:
                 if self._getter is event:
                     self._getter = None
+        items = self._items  # read after waiting: the first put replaces the shared empty deque
         self._gets += 1
         if self._gets >= FAIR_EVERY:
             self._gets = 0
@@ -123,10 +131,23 @@ class Mailbox:
             self._wake_putter()
         return item
 
+    def take(self, predicate: Callable[[object], bool]) -> list[object]:
+        """Remove and return the queued messages *predicate* accepts; the rest keep their order."""
+        items = self._items
+        taken = [m for m in items if predicate(m)]
+        if taken:
+            kept = [m for m in items if not predicate(m)]
+            items.clear()
+            items.extend(kept)
+            for _ in taken:
+                self._wake_putter()
+        return taken
+
     def drain(self) -> list[object]:
         """Take every message at once (when the slot is deleted or the tree stops)."""
         items = list(self._items)
-        self._items.clear()
+        if self._items is not _EMPTY:
+            self._items.clear()
         while self._putters:
             self._wake_putter()
         return items

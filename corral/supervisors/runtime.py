@@ -472,18 +472,20 @@ class Supervisor:
         self.core.starting(child_id)  # * -> STARTING
         slot.incarnation += 1
         slot.stopping = 0
-        ready: Call | None = Call(None)
+        ready: Call | None = None
         start = spec.start
         try:
             if isinstance(start, SupervisorSpec | DynamicSupervisorSpec):
+                ready = Call(None)
                 sub = slot.sub = Supervisor(start, slot.path, self._services, self.path)
                 tg.start_soon(self._run_supervisor, slot, slot.incarnation, sub, ready)
             elif isinstance(start, type) and issubclass(start, Actor):
                 actor = start(**spec.args)
-                if type(actor).on_start is Actor.on_start:
-                    ready = None  # nothing to wait for: ready as soon as it is spawned
+                if type(actor).on_start is not Actor.on_start:
+                    ready = Call(None)  # else nothing to wait for: ready once spawned
                 tg.start_soon(self._run_worker, slot, slot.incarnation, actor, ready)
             else:
+                ready = Call(None)
                 tg.start_soon(self._run_worker, slot, slot.incarnation, start, ready)
             if ready is not None:
                 await ready.wait()

@@ -1,0 +1,42 @@
+"""The public names of every module are pinned: adding or removing one is a visible change."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import corral
+
+MODULES = {
+    "corral.errors": 17,
+    "corral.supervisors.spec": 15,
+    "corral.supervisors.intensity": 1,
+    "corral.supervisors.plan": 2,
+    "corral.supervisors.core": 12,
+    "corral.supervisors.events": 12,
+    "corral.supervisors.runtime": 5,
+    "corral.supervisors.tree": 5,
+    "corral.actors.mailbox": 3,
+    "corral.actors.actor": 6,
+    "corral.actors.registry": 2,
+    "corral.actors.deadletter": 2,
+}
+
+
+@pytest.mark.parametrize(("name", "count"), MODULES.items(), ids=list(MODULES))
+def test_module_all_is_a_tuple_of_existing_names(name: str, count: int) -> None:
+    """Each module's __all__ is a tuple of names it defines, of the pinned size."""
+    module = importlib.import_module(name)
+    exported = module.__all__
+    assert isinstance(exported, tuple)
+    assert len(exported) == count
+    assert all(hasattr(module, n) for n in exported)
+
+
+def test_package_reexports_resolve() -> None:
+    """Every name corral re-exports is importable from the package root."""
+    assert isinstance(corral.__all__, tuple)
+    assert len(corral.__all__) == 56
+    missing = [n for n in corral.__all__ if not hasattr(corral, n)]
+    assert missing == []
