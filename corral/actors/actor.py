@@ -16,6 +16,7 @@ import anyio
 
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.mailbox import Mailbox, MailboxFull
+from corral.actors.waiter import new_waiter
 from corral.errors import (
     ActorCrashedError,
     ActorNotRunningError,
@@ -24,6 +25,7 @@ from corral.errors import (
     NoReplyError,
 )
 from corral.supervisors.events import EventBus, MessageDeadLettered
+from corral.supervisors.spec import Overflow
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -62,12 +64,12 @@ class Actor:
 class Call:
     """A request in a mailbox and its one-shot reply."""
 
-    __slots__ = ("_error", "_event", "_result", "done", "payload")
+    __slots__ = ("_error", "_result", "_waiter", "done", "payload")
 
     def __init__(self, payload: object) -> None:
         self.payload = payload
         self.done = False
-        self._event = anyio.Event()
+        self._waiter = new_waiter()
         self._result: object = None
         self._error: BaseException | None = None
 
@@ -75,19 +77,34 @@ class Call:
         if not self.done:
             self.done = True
             self._result = value
-            self._event.set()
+            self._waiter.wake()
+
+    def wake_with_none(self) -> None:
+        """``resolve(None)``: a readiness signal."""
+        self.resolve(None)
 
     def fail(self, error: BaseException) -> None:
         if not self.done:
             self.done = True
             self._error = error
-            self._event.set()
+            self._waiter.wake()
 
-    async def wait(self) -> object:
-        await self._event.wait()
+    def _outcome(self) -> object:
         if self._error is not None:
             raise self._error
         return self._result
+
+    async def wait(self) -> object:
+        """The reply (or raise the error), waiting as long as it takes."""
+        await self._waiter.wait()
+        return self._outcome()
+
+    async def wait_for(self, seconds: float) -> tuple[bool, object]:
+        """``(True, reply)`` if it came within *seconds*, else ``(False, None)``."""
+        await self._waiter.wait_for(seconds)
+        if not self.done:
+            return False, None
+        return True, self._outcome()
 
 
 def _is_call(message: object) -> bool:
@@ -149,10 +166,19 @@ class ActorCell:
             self.bus.publish(MessageDeadLettered(self.path, reason, exception, now))
 
     def end_incarnation(self, exception: BaseException | None, *, stopped: bool) -> None:
-        """The running incarnation ended: the message it was handling becomes a dead letter."""
+        """The running incarnation ended: the message it was handling is settled.
+
+        After a crash or a stop it becomes a dead letter (a call's caller gets the error).
+        After a normal return it counts as handled; an unanswered call gets NoReplyError.
+        """
         current = self.current
         self.current = None
         if current is None:
+            return
+        if exception is None and not stopped:
+            self.handled += 1
+            if isinstance(current, Call) and not current.done:
+                current.fail(NoReplyError(f"actor {self.path} did not reply", path=self.path))
             return
         if isinstance(current, Call) and current.done:
             return  # a function actor that already replied
@@ -246,16 +272,29 @@ class ActorRef:
         """
         cell = self._check()
         request = Call(message)
-        with anyio.move_on_after(timeout):
-            try:
-                queued = await cell.mailbox.put(request)
-            except MailboxFull:
-                raise self._full(cell) from None
-            if not queued:
-                raise self._full(cell)
-            return await request.wait()
+        mailbox = cell.mailbox
+        deadline = anyio.current_time() + timeout
+        try:
+            if len(mailbox) < mailbox.capacity or mailbox.overflow is not Overflow.BLOCK:
+                queued = mailbox.put_nowait(request)  # the fast path: no timer for the send
+            else:
+                queued = False
+                with anyio.move_on_after(timeout):
+                    queued = await mailbox.put(request)
+                if not queued:
+                    raise self._timeout(cell, timeout)
+        except MailboxFull:
+            raise self._full(cell) from None
+        if not queued:
+            raise self._full(cell)
+        replied, reply = await request.wait_for(max(0.0, deadline - anyio.current_time()))
+        if not replied:
+            raise self._timeout(cell, timeout)
+        return reply
+
+    def _timeout(self, cell: ActorCell, timeout: float) -> CallTimeoutError:
         msg = f"call to {cell.path} timed out after {timeout} s"
-        raise CallTimeoutError(msg, path=cell.path)
+        return CallTimeoutError(msg, path=cell.path)
 
 
 @final

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final, final
 import anyio
 import anyio.lowlevel
 
+from corral.actors.waiter import Waiter, new_waiter
 from corral.supervisors.spec import Overflow
 
 if TYPE_CHECKING:
@@ -41,8 +42,8 @@ class Mailbox:
         self.capacity = capacity
         self.overflow = overflow
         self._items: deque[object] = _EMPTY  # a deque costs 624 bytes: made on first use
-        self._getter: anyio.Event | None = None
-        self._putters: deque[anyio.Event] | None = None
+        self._getter: Waiter | None = None
+        self._putters: deque[Waiter] | None = None
         self._gets = 0
         self._puts = 0
 
@@ -66,7 +67,7 @@ class Mailbox:
         getter = self._getter
         if getter is not None:
             self._getter = None
-            getter.set()
+            getter.wake()
         return True
 
     async def put(self, item: object) -> bool:
@@ -84,21 +85,21 @@ class Mailbox:
             self._putters = deque()
         putters = self._putters
         while len(self._items) >= self.capacity:
-            event = anyio.Event()
-            putters.append(event)
+            waiter = new_waiter()
+            putters.append(waiter)
             try:
-                await event.wait()
+                await waiter.wait()
             except BaseException:
-                if event.is_set():  # woken and cancelled at once: pass the turn on
+                if waiter.woken:  # woken and cancelled at once: pass the turn on
                     self._wake_putter()
                 else:
-                    putters.remove(event)
+                    putters.remove(waiter)
                 raise
 
     def _wake_putter(self) -> None:
         putters = self._putters
         if putters:
-            putters.popleft().set()
+            putters.popleft().wake()
 
     def get_nowait(self) -> object:
         """Take the oldest message. Raises ``anyio.WouldBlock`` when empty."""
@@ -113,11 +114,11 @@ class Mailbox:
     async def get(self) -> object:
         """Take the oldest message, waiting for one."""
         while not self._items:
-            event = self._getter = anyio.Event()
+            waiter = self._getter = new_waiter()
             try:
-                await event.wait()
+                await waiter.wait()
             finally:
-                if self._getter is event:
+                if self._getter is waiter:
                     self._getter = None
         items = self._items  # read after waiting: the first put replaces the shared empty deque
         self._gets += 1

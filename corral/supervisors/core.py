@@ -358,8 +358,7 @@ class SupervisorCore:
         rec = self.children.get(child_id)
         if rec is None or rec.status is not ChildStatus.BACKOFF:
             return Ignore()  # started by another restart, terminated or removed meanwhile
-        self.intensity, exceeded = self.intensity.record(now)
-        if exceeded:
+        if self.intensity.record(now):
             rec.status = (
                 ChildStatus.FAILED if rec.last_exit is ExitKind.ERROR else (ChildStatus.STOPPED)
             )

@@ -26,6 +26,7 @@ import attrs
 from corral.actors.actor import Actor, ActorCell, Call, Context, run_actor
 from corral.actors.mailbox import Mailbox
 from corral.actors.registry import join_path
+from corral.actors.waiter import Waiter, new_waiter
 from corral.errors import (
     MaxChildrenError,
     StartError,
@@ -169,16 +170,24 @@ class _StartFailure(Exception):  # internal signal between _start and its caller
 
 @final
 class _Slot:
-    """The runtime side of one child: its current task and what lasts across incarnations."""
+    """The runtime side of one child: its current task and what lasts across incarnations.
+
+    A worker's runner task outlives a crash: it reports the exit, parks, and runs the next
+    incarnation in place when the supervisor restarts the child (``go``), so a one-for-one
+    restart spawns nothing. A stop ends the runner; the next start spawns a new one.
+    """
 
     __slots__ = (
         "alive",
         "cell",
         "done",
         "exits",
+        "go",
         "incarnation",
         "last_exception",
+        "parked",
         "path",
+        "run_id",
         "scope",
         "spec",
         "stopping",
@@ -192,11 +201,18 @@ class _Slot:
         self.scope: anyio.CancelScope | None = None
         self.sub: Supervisor | None = None
         self.incarnation = 0
-        self.alive = False
+        self.run_id = 0  # which runner task is the slot's; older ones leave it alone
+        self.alive = False  # a runner task is the slot's (running an incarnation or parked)
+        self.parked: Waiter | None = None  # the runner waits here between incarnations
+        self.go: tuple[Actor | Callable[..., object], Call | None] | None = None
         self.stopping = 0  # the incarnation being stopped by the supervisor, or 0
-        self.done: anyio.Event | None = None
+        self.done: Waiter | None = None
         self.last_exception: BaseException | None = None
         self.exits: deque[ChildExited] | None = None
+
+
+def _noop() -> None:
+    pass
 
 
 def _cleanup_timeout(spec: ChildSpec) -> float | None:
@@ -278,14 +294,19 @@ class Supervisor:
             StartError: a child failed to start at boot (those started are stopped first).
         """
         outcome = Outcome.STOPPED
+        boot_error: StartError | None = None
         self._services.supervisors[self.path] = self
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 try:
-                    await self._boot()
-                    on_ready()
-                    outcome = await self._loop()
+                    try:
+                        await self._boot()
+                    except StartError as exc:
+                        boot_error = exc  # raised below, outside the task group: not grouped
+                    else:
+                        on_ready()
+                        outcome = await self._loop()
                 finally:
                     with anyio.CancelScope(shield=True) as shield:
                         shield.deadline = self.stop_deadline
@@ -294,6 +315,8 @@ class Supervisor:
         finally:
             if self._services.supervisors.get(self.path) is self:
                 del self._services.supervisors[self.path]
+        if boot_error is not None:
+            raise boot_error
         return outcome
 
     def request_stop(self, deadline: float = math.inf) -> None:
@@ -434,15 +457,22 @@ class Supervisor:
         path = join_path(self.path, spec.id)
         cell = None
         if spec.type is ChildType.WORKER:
+            # The cell outlives this supervisor's incarnation: a restarted parent finds the
+            # same mailbox and the same ActorRef, so references held elsewhere stay valid.
             services = self._services
-            cell = ActorCell(
-                path,
-                Mailbox(spec.mailbox.capacity, spec.mailbox.overflow),
-                bus=services.bus,
-                letters=services.letters,
-                registry=services.registry,
-            )
-            services.registry.register(cell.ref)
+            cell = services.cells.get(path)
+            if cell is None:
+                cell = services.cells[path] = ActorCell(
+                    path,
+                    Mailbox(spec.mailbox.capacity, spec.mailbox.overflow),
+                    bus=services.bus,
+                    letters=services.letters,
+                    registry=services.registry,
+                )
+                services.registry.register(cell.ref)
+            else:
+                cell.mailbox.capacity = spec.mailbox.capacity
+                cell.mailbox.overflow = spec.mailbox.overflow
         slot = self.slots[spec.id] = _Slot(spec, path, cell)
         self.core.add(spec)
         return slot
@@ -450,12 +480,17 @@ class Supervisor:
     def _drop_slot(self, child_id: str) -> None:
         slot = self.slots.pop(child_id, None)
         self.core.remove(child_id)
+        if slot is not None:
+            self._release(slot)
         if slot is not None and slot.cell is not None:
             slot.cell.discard("undelivered")
             self._services.registry.unregister(slot.path)
+            self._services.cells.pop(slot.path, None)
 
     def _close(self, child_id: str, reason: str) -> None:
-        cell = self.slots[child_id].cell
+        slot = self.slots[child_id]
+        self._release(slot)
+        cell = slot.cell
         if cell is not None:
             cell.close(reason)
 
@@ -478,15 +513,26 @@ class Supervisor:
             if isinstance(start, SupervisorSpec | DynamicSupervisorSpec):
                 ready = Call(None)
                 sub = slot.sub = Supervisor(start, slot.path, self._services, self.path)
-                tg.start_soon(self._run_supervisor, slot, slot.incarnation, sub, ready)
-            elif isinstance(start, type) and issubclass(start, Actor):
-                actor = start(**spec.args)
-                if type(actor).on_start is not Actor.on_start:
-                    ready = Call(None)  # else nothing to wait for: ready once spawned
-                tg.start_soon(self._run_worker, slot, slot.incarnation, actor, ready)
+                slot.run_id += 1
+                slot.alive = True
+                tg.start_soon(self._run_supervisor, slot, slot.run_id, sub, ready)
             else:
-                ready = Call(None)
-                tg.start_soon(self._run_worker, slot, slot.incarnation, start, ready)
+                target: Actor | Callable[..., object] = start
+                if isinstance(start, type) and issubclass(start, Actor):
+                    target = start(**spec.args)
+                    if type(target).on_start is not Actor.on_start:
+                        ready = Call(None)  # else nothing to wait for: ready once running
+                else:
+                    ready = Call(None)
+                parked = slot.parked
+                if parked is not None:  # the runner of the last incarnation runs this one
+                    slot.go = (target, ready)
+                    slot.parked = None
+                    parked.wake()
+                else:
+                    slot.run_id += 1
+                    slot.alive = True
+                    tg.start_soon(self._run_worker, slot, slot.run_id, target, ready)
             if ready is not None:
                 await ready.wait()
         except Exception as exc:
@@ -508,60 +554,62 @@ class Supervisor:
     async def _run_worker(
         self,
         slot: _Slot,
-        incarnation: int,
+        run_id: int,
         target: Actor | Callable[..., object],
         ready: Call | None,
     ) -> None:
         cell = slot.cell
         assert cell is not None
-
-        def on_ready() -> None:
-            if ready is not None:
-                ready.resolve(None)
-
-        ctx = Context(cell, on_ready)
-        if ready is None:
-            ctx.ready = True
-        kind: ExitKind | None = None
-        error: Exception | None = None
-        slot.alive = True
+        spec = slot.spec
+        cleanup = _cleanup_timeout(spec)
+        inbox = self.inbox
         with anyio.CancelScope() as scope:
             slot.scope = scope
-            try:
-                if isinstance(target, Actor):
-                    await run_actor(target, cell, ctx, _cleanup_timeout(slot.spec))
+            while True:
+                incarnation = slot.incarnation
+                ctx = Context(cell, _noop if ready is None else ready.wake_with_none)
+                ctx.ready = ready is None
+                error: Exception | None = None
+                try:
+                    if isinstance(target, Actor):
+                        await run_actor(target, cell, ctx, cleanup)
+                    else:
+                        await target(ctx, **spec.args)  # type: ignore[misc]  # checked callable
+                except Exception as exc:
+                    error = exc
+                cell.end_incarnation(error, stopped=False)
+                if ctx.ready or error is None:
+                    ctx.started()  # one that returned at once started and exited normally
+                    kind = ExitKind.NORMAL if error is None else ExitKind.ERROR
+                    inbox.put_nowait(_Exited(spec.id, incarnation, kind, error))
                 else:
-                    await target(ctx, **slot.spec.args)  # type: ignore[misc]  # checked callable
-                kind = ExitKind.NORMAL
-            except Exception as exc:
-                kind, error = ExitKind.ERROR, exc
-        stopped = slot.stopping == incarnation
-        cell.end_incarnation(error, stopped=stopped or kind is None)
-        self._finished(slot, incarnation)
-        if stopped or kind is None:
-            return  # the supervisor stopped it: no exit to report
-        if not ctx.ready:
-            if error is not None:
-                assert ready is not None
-                ready.fail(error)
-                return
-            ctx.started()  # returned at once: it started and exited normally
-        self.inbox.put_nowait(_Exited(slot.spec.id, incarnation, kind, error))
+                    assert ready is not None
+                    ready.fail(error)  # a start failure: the supervisor decides what next
+                parked = slot.parked = new_waiter()
+                await parked.wait()
+                go = slot.go
+                slot.go = None
+                if go is None:
+                    break
+                target, ready = go
+        if scope.cancelled_caught:  # stopped in the middle of an incarnation
+            cell.end_incarnation(None, stopped=True)
+        self._finished(slot, run_id)
 
     async def _run_supervisor(
-        self, slot: _Slot, incarnation: int, sub: Supervisor, ready: Call | None
+        self, slot: _Slot, run_id: int, sub: Supervisor, ready: Call | None
     ) -> None:
         assert ready is not None  # a supervisor child always signals readiness
+        incarnation = slot.incarnation
         outcome: Outcome | None = None
         error: Exception | None = None
-        slot.alive = True
         with anyio.CancelScope() as scope:
             slot.scope = scope
             try:
                 outcome = await sub.run(lambda: ready.resolve(None))
             except Exception as exc:
                 error = exc
-        self._finished(slot, incarnation)
+        self._finished(slot, run_id)
         if slot.stopping == incarnation or (outcome is None and error is None):
             return
         if not ready.done:
@@ -572,20 +620,34 @@ class Supervisor:
         kind = ExitKind.ERROR if error is not None else ExitKind.SHUTDOWN
         self.inbox.put_nowait(_Exited(slot.spec.id, incarnation, kind, error))
 
-    def _finished(self, slot: _Slot, incarnation: int) -> None:
-        if slot.incarnation == incarnation:
+    def _finished(self, slot: _Slot, run_id: int) -> None:
+        if slot.run_id == run_id:
             slot.alive = False
             slot.scope = None
-            if slot.done is not None:
-                slot.done.set()
+            done = slot.done
+            if done is not None:
                 slot.done = None
+                done.wake()
+
+    def _release(self, slot: _Slot) -> None:
+        """Let a parked runner end: the slot has no task any more."""
+        parked = slot.parked
+        if parked is not None:
+            slot.parked = None
+            slot.go = None
+            slot.run_id += 1  # the released runner no longer speaks for the slot
+            slot.alive = False
+            slot.scope = None
+            parked.wake()
 
     async def _stop_child(self, child_id: str) -> None:
         """Stop one child by its shutdown policy; the core hears of it (``stopped``)."""
         slot = self.slots[child_id]
         self.core.stopping(child_id)  # RUNNING -> STOPPING
-        if slot.alive:
-            done = slot.done = anyio.Event()
+        if slot.parked is not None:
+            self._release(slot)  # it had exited already; nothing runs
+        elif slot.alive:
+            done = slot.done = new_waiter()
             slot.stopping = slot.incarnation
             policy = slot.spec.shutdown
             now = anyio.current_time()
@@ -599,9 +661,8 @@ class Supervisor:
             if timeout == math.inf:
                 await done.wait()
             else:
-                with anyio.move_on_after(timeout + ABANDON_GRACE):
-                    await done.wait()
-                if not done.is_set():
+                await done.wait_for(timeout + ABANDON_GRACE)
+                if not done.woken:
                     scope.cancel()
                     if self._bus.active:
                         self._bus.publish(
@@ -622,6 +683,7 @@ class Supervisor:
             for child_id in alive:
                 await self._stop_child(child_id)
         for slot in self.slots.values():
+            self._release(slot)
             if slot.cell is not None:
                 slot.cell.close("supervisor stopped")
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, final
 
 import anyio
 
-from corral.actors.actor import ActorRef, Call
+from corral.actors.actor import ActorCell, ActorRef, Call
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.registry import Registry
 from corral.errors import SupervisorGaveUpError, UnknownPathError
@@ -33,14 +33,20 @@ __all__ = ("SupervisorRef", "Tree", "TreeServices", "open_tree", "run")
 class TreeServices:
     """What every supervisor and actor of one tree shares."""
 
-    __slots__ = ("bus", "letters", "random", "registry", "supervisors")
+    __slots__ = ("bus", "cells", "letters", "random", "registry", "supervisors")
 
     def __init__(self, *, random: Callable[[], float], dead_letters: int) -> None:
         self.bus = EventBus()
         self.letters = DeadLetterBox(dead_letters)
         self.registry = Registry()
+        self.cells: dict[str, ActorCell] = {}  # by path, across supervisor restarts
         self.supervisors: dict[str, Supervisor] = {}
         self.random = random
+
+    def discard_all(self) -> None:
+        """The tree has stopped: messages still queued become "undelivered" dead letters."""
+        for cell in self.cells.values():
+            cell.discard("undelivered")
 
 
 @final
@@ -232,15 +238,37 @@ async def open_tree(
     services = TreeServices(random=random or _random.random, dead_letters=dead_letters)
     tree = Tree(spec, services)
     ready = Call(None)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(tree._run_root, ready, tg.cancel_scope.cancel)
-        await ready.wait()
-        try:
-            yield tree
-        finally:
-            tree.root.request_stop()
+    leaf: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tree._run_root, ready, tg.cancel_scope.cancel)
+            await ready.wait()
+            try:
+                yield tree
+            finally:
+                tree.root.request_stop()
+    except BaseExceptionGroup as group:
+        # One error (the body's, or the root's) comes out as itself, as from a plain call;
+        # several stay grouped.
+        leaf = _single(group)
+        if leaf is None:
+            raise
+    finally:
+        services.discard_all()
+    if leaf is not None:
+        raise leaf  # outside the except block, so its own cause and context are kept
     if tree._failure is not None:
         raise tree._failure
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside nested single-member groups, or None."""
+    while len(group.exceptions) == 1:
+        inner = group.exceptions[0]
+        if not isinstance(inner, BaseExceptionGroup):
+            return inner
+        group = inner
+    return None
 
 
 async def run(spec: SupervisorSpec, *, random: Callable[[], float] | None = None) -> None:
