@@ -369,6 +369,11 @@ class SupervisorCore:
                 self.intensity.intensity,
                 self.intensity.period,
             )
+        # As OTP's del_child before the restart: the child has no pending wait any more, so a
+        # plan cut short by a start failure leaves it stopped (a later attempt, or the
+        # operator, starts it), never waiting for a timer that is not set.
+        rec.status = ChildStatus.FAILED if rec.last_exit is ExitKind.ERROR else ChildStatus.STOPPED
+        rec.due = None
         order = tuple(self.children)
         group = affected(self.strategy, order, child_id)
         stop = tuple(

@@ -128,18 +128,28 @@ class Backoff:
         _check_seconds("backoff cap", self.cap)
         _check_seconds("backoff reset_after", self.reset_after)
         multiplier: object = self.multiplier
-        if not (isinstance(multiplier, int | float) and multiplier >= 1):
-            msg = f"backoff multiplier must be >= 1, got {self.multiplier!r}"
+        if not (
+            isinstance(multiplier, int | float)
+            and not isinstance(multiplier, bool)
+            and math.isfinite(multiplier)
+            and multiplier >= 1
+        ):
+            msg = f"backoff multiplier must be a finite number >= 1, got {self.multiplier!r}"
             raise SpecError(msg)
         jitter: object = self.jitter
-        if not (isinstance(jitter, int | float) and 0 <= jitter <= 1):
+        if not (
+            isinstance(jitter, int | float) and not isinstance(jitter, bool) and 0 <= jitter <= 1
+        ):
             msg = f"backoff jitter must be within [0, 1], got {self.jitter!r}"
             raise SpecError(msg)
 
     def delay(self, attempt: int, sample: float) -> float:
         """Seconds to wait before restart number *attempt* (>= 1); *sample* is uniform in [0, 1)."""
-        # Exponent capped so huge attempt counts do not overflow; cap bounds the result anyway.
-        base = min(self.cap, self.initial * self.multiplier ** min(attempt - 1, 1024))
+        try:
+            grown = self.initial * self.multiplier ** (attempt - 1)
+        except OverflowError:  # a child failing for hours: far past the cap anyway
+            grown = math.inf
+        base = min(self.cap, grown) if self.initial > 0 else 0.0
         return base * (1.0 - self.jitter * sample)
 
 
@@ -194,10 +204,8 @@ class ChildSpec:
         if not isinstance(child_id, str) or not child_id or "/" in child_id:
             msg = f"child id must be a non-empty string without '/', got {self.id!r}"
             raise SpecError(msg)
-        restart: object = self.restart
-        if not isinstance(restart, RestartType):
-            msg = f"child {self.id!r}: restart must be a RestartType, got {self.restart!r}"
-            raise SpecError(msg)
+        _check_enum(f"child {self.id!r}: restart", self.restart, RestartType)
+        _check_enum(f"child {self.id!r}: type", self.type, ChildType)
         shutdown: object = self.shutdown
         if shutdown not in (BRUTAL, INFINITY):
             if isinstance(shutdown, str):
@@ -219,6 +227,12 @@ class ChildSpec:
         if not is_sup and not callable(start):
             msg = f"child {self.id!r}: start must be an Actor class, an async function or a spec"
             raise SpecError(msg)
+
+
+def _check_enum(name: str, value: object, kind: type[enum.Enum]) -> None:
+    if not isinstance(value, kind):
+        msg = f"{name} must be {kind.__name__}.<member>, got {value!r}"
+        raise SpecError(msg)
 
 
 def _to_tuple(children: Iterable[ChildSpec]) -> tuple[ChildSpec, ...]:
@@ -244,6 +258,8 @@ class SupervisorSpec:
 
     def __attrs_post_init__(self) -> None:
         _check_flags(self.intensity, self.period)
+        _check_enum("strategy", self.strategy, Strategy)
+        _check_enum("auto_shutdown", self.auto_shutdown, AutoShutdown)
         seen: dict[str, int] = {}
         children: tuple[object, ...] = self.children
         for index, child in enumerate(children):
