@@ -248,6 +248,8 @@ class CoreMachine(RuleBasedStateMachine):
         fails = None if fail_at is None else plan.start[fail_at % len(plan.start)]
         for c in plan.stop:
             self.core.stopped(c)
+        for c in plan.removed:
+            self.core.remove(c)
         got: Decision | None = None
         for n, c in enumerate(plan.start):
             self.core.starting(c)
@@ -444,6 +446,8 @@ def test_more_than_intensity_restarts_within_period_always_escalates(
             assert isinstance(decision, Restart)
             for c in decision.stop:
                 core.stopped(c)
+            for c in decision.removed:
+                core.remove(c)
             for c in decision.start:
                 core.starting(c)
                 core.started(c, now)

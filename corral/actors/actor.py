@@ -10,13 +10,14 @@ an incarnation crashes reach the next one, and a reference stays valid across re
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, final
+import time
+from typing import TYPE_CHECKING, Final, final
 
 import anyio
+import anyio.lowlevel
 
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
-from corral.actors.mailbox import Mailbox, MailboxFull
-from corral.actors.waiter import new_waiter
+from corral.actors.mailbox import DROPPED, EMPTY, QUEUED, YIELD, Mailbox, MailboxFull
 from corral.errors import (
     ActorCrashedError,
     ActorNotRunningError,
@@ -28,9 +29,10 @@ from corral.supervisors.events import EventBus, MessageDeadLettered
 from corral.supervisors.spec import Overflow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable, Generator
 
     from corral.actors.registry import Registry
+    from corral.actors.waiter import Waiter
 
 __all__ = ("DEFAULT_CALL_TIMEOUT", "Actor", "ActorCell", "ActorRef", "Call", "Context")
 
@@ -66,7 +68,7 @@ class Call:
 
     __slots__ = ("_error", "_result", "_waiter", "done", "payload")
 
-    def __init__(self, payload: object) -> None:
+    def __init__(self, payload: object, new_waiter: Callable[[], Waiter]) -> None:
         self.payload = payload
         self.done = False
         self._waiter = new_waiter()
@@ -202,6 +204,26 @@ class ActorCell:
 
 
 @final
+class _Done:
+    """An awaitable that is already complete (``await`` returns None at once)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return _FINISHED  # an exhausted generator: awaiting it returns at once, allocating nothing
+
+
+def _finished() -> Generator[None, None, None]:
+    return
+    yield  # pragma: no cover  # makes this a generator
+
+
+_FINISHED: Final = _finished()
+next(_FINISHED, None)
+_DONE: Final = _Done()
+
+
+@final
 class ActorRef:
     """How to reach an actor: ``cast`` and ``call``. Valid across restarts of the actor."""
 
@@ -220,9 +242,12 @@ class ActorRef:
     def _check(self) -> ActorCell:
         cell = self._cell
         if not cell.accepting:
-            msg = f"actor {cell.path} is not running"
-            raise ActorNotRunningError(msg, path=cell.path)
+            raise self._not_running(cell)
         return cell
+
+    def _not_running(self, cell: ActorCell) -> ActorNotRunningError:
+        msg = f"actor {cell.path} is not running"
+        return ActorNotRunningError(msg, path=cell.path)
 
     def _full(self, cell: ActorCell) -> MailboxFullError:
         msg = (
@@ -231,19 +256,36 @@ class ActorRef:
         )
         return MailboxFullError(msg, path=cell.path)
 
-    async def cast(self, message: object) -> None:
-        """Queue *message* and return; waits for room when the mailbox is full and blocks.
+    def cast(self, message: object) -> Awaitable[None]:
+        """Queue *message*; ``await`` the result, which waits only for room in a full mailbox
+        that blocks (and, every ``SEND_FAIR_EVERY`` sends, for one scheduler pass).
+
+        The message is queued by the call itself when there is room, so the common case
+        costs no coroutine.
 
         Raises:
             ActorNotRunningError: the actor is stopped for good (not merely restarting).
             MailboxFullError: the mailbox is full and rejects.
         """
-        cell = self._check()
-        try:
-            queued = await cell.mailbox.put(message)
-        except MailboxFull:
-            raise self._full(cell) from None
-        if not queued:
+        cell = self._cell
+        if not cell.accepting:
+            raise self._not_running(cell)
+        mailbox = cell.mailbox
+        outcome = mailbox.offer(message)
+        if outcome is QUEUED:
+            return _DONE
+        if outcome is YIELD:
+            return mailbox.checkpoint()
+        if outcome is DROPPED:
+            cell.dead_letter(message, "dropped", None)
+            return _DONE
+        if mailbox.overflow is Overflow.BLOCK:
+            return self._cast_when_room(cell, message)
+        raise self._full(cell)
+
+    async def _cast_when_room(self, cell: ActorCell, message: object) -> None:
+        queued = await cell.mailbox.put(message)
+        if not queued:  # pragma: no cover  # only block waits here, and block never drops
             cell.dead_letter(message, "dropped", None)
 
     def cast_nowait(self, message: object) -> None:
@@ -271,23 +313,25 @@ class ActorRef:
             MailboxFullError: the mailbox is full and rejects or drops.
         """
         cell = self._check()
-        request = Call(message)
         mailbox = cell.mailbox
-        deadline = anyio.current_time() + timeout
+        request = Call(message, mailbox.new_waiter)
+        remaining = timeout
         try:
             if len(mailbox) < mailbox.capacity or mailbox.overflow is not Overflow.BLOCK:
-                queued = mailbox.put_nowait(request)  # the fast path: no timer for the send
+                queued = mailbox.put_nowait(request)  # the fast path: no wait, no clock
             else:
                 queued = False
+                started = time.monotonic()
                 with anyio.move_on_after(timeout):
                     queued = await mailbox.put(request)
                 if not queued:
                     raise self._timeout(cell, timeout)
+                remaining = max(0.0, timeout - (time.monotonic() - started))
         except MailboxFull:
             raise self._full(cell) from None
         if not queued:
             raise self._full(cell)
-        replied, reply = await request.wait_for(max(0.0, deadline - anyio.current_time()))
+        replied, reply = await request.wait_for(remaining)
         if not replied:
             raise self._timeout(cell, timeout)
         return reply
@@ -387,7 +431,9 @@ async def _serve(actor: Actor, cell: ActorCell) -> None:
     mailbox = cell.mailbox
     handle = actor.handle
     while True:
-        item = await mailbox.get()
+        item = mailbox.poll()
+        if item is EMPTY:
+            item = await mailbox.get()
         cell.current = item
         if type(item) is Call:
             item.resolve(await handle(item.payload))

@@ -14,18 +14,47 @@ from typing import TYPE_CHECKING, Final, final
 import anyio
 import anyio.lowlevel
 
-from corral.actors.waiter import Waiter, new_waiter
+from corral.actors.waiter import Waiter, scheduler_yield, waiter_factory
 from corral.supervisors.spec import Overflow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
-__all__ = ("FAIR_EVERY", "Mailbox", "MailboxFull")
+__all__ = (
+    "DROPPED",
+    "EMPTY",
+    "FAIR_EVERY",
+    "FULL",
+    "QUEUED",
+    "SEND_FAIR_EVERY",
+    "YIELD",
+    "Mailbox",
+    "MailboxFull",
+)
 
 _EMPTY: Final[deque[object]] = deque(maxlen=0)  # shared by every mailbox never written to
 
-FAIR_EVERY: Final = 32
-"""Messages taken (or sent) without a checkpoint before the task yields once."""
+FAIR_EVERY: Final = 64
+"""Messages a receiver takes without a checkpoint before it yields once."""
+
+SEND_FAIR_EVERY: Final = 1024
+"""Sends into a mailbox with room before the sender yields once. A sender also yields when
+the mailbox is full (block), so this only bounds a producer into drop/reject mailboxes."""
+
+
+@final
+class _Empty:
+    __slots__ = ()
+
+
+EMPTY: Final = _Empty()
+"""What ``poll`` returns when the caller must ``await get()`` instead."""
+
+# What ``offer`` did with a message.
+QUEUED: Final = 0
+YIELD: Final = 1  # queued, and the sender should yield once now (SEND_FAIR_EVERY)
+DROPPED: Final = 2  # full, drop-newest: not queued
+FULL: Final = 3  # full, block or reject: not queued
 
 
 class MailboxFull(Exception):  # internal signal, turned into MailboxFullError by callers
@@ -36,10 +65,27 @@ class MailboxFull(Exception):  # internal signal, turned into MailboxFullError b
 class Mailbox:
     """A FIFO of messages with a capacity and an overflow policy; one receiver at a time."""
 
-    __slots__ = ("_gets", "_getter", "_items", "_puts", "_putters", "capacity", "overflow")
+    __slots__ = (
+        "_gets",
+        "_getter",
+        "_items",
+        "_puts",
+        "_putters",
+        "_yield",
+        "capacity",
+        "new_waiter",
+        "overflow",
+    )
 
-    def __init__(self, capacity: int, overflow: Overflow = Overflow.BLOCK) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        overflow: Overflow = Overflow.BLOCK,
+        new_waiter: Callable[[], Waiter] | None = None,
+    ) -> None:
         self.capacity = capacity
+        self.new_waiter = new_waiter or waiter_factory()
+        self._yield = scheduler_yield()
         self.overflow = overflow
         self._items: deque[object] = _EMPTY  # a deque costs 624 bytes: made on first use
         self._getter: Waiter | None = None
@@ -70,14 +116,37 @@ class Mailbox:
             getter.wake()
         return True
 
+    def offer(self, item: object) -> int:
+        """Queue *item* if there is room, without waiting: ``QUEUED``, ``YIELD`` (queued, and
+        the sender should yield once now), ``DROPPED`` or ``FULL``. The senders' fast path."""
+        items = self._items
+        if len(items) >= self.capacity:
+            return DROPPED if self.overflow is Overflow.DROP_NEWEST else FULL
+        if items is _EMPTY:
+            items = self._items = deque()
+        items.append(item)
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            getter.wake()
+        self._puts += 1
+        if self._puts >= SEND_FAIR_EVERY:
+            self._puts = 0
+            return YIELD
+        return QUEUED
+
+    def checkpoint(self) -> Awaitable[None]:
+        """Yield to the scheduler once (the backend's own checkpoint)."""
+        return self._yield()
+
     async def put(self, item: object) -> bool:
         """Append *item*, waiting for room under ``BLOCK``; see ``put_nowait``."""
         if len(self._items) >= self.capacity and self.overflow is Overflow.BLOCK:
             await self._wait_for_room()
         self._puts += 1
-        if self._puts >= FAIR_EVERY:
+        if self._puts >= SEND_FAIR_EVERY:
             self._puts = 0
-            await anyio.lowlevel.checkpoint()
+            await self._yield()
         return self.put_nowait(item)
 
     async def _wait_for_room(self) -> None:
@@ -85,7 +154,7 @@ class Mailbox:
             self._putters = deque()
         putters = self._putters
         while len(self._items) >= self.capacity:
-            waiter = new_waiter()
+            waiter = self.new_waiter()
             putters.append(waiter)
             try:
                 await waiter.wait()
@@ -111,10 +180,25 @@ class Mailbox:
             self._wake_putter()
         return item
 
+    def poll(self) -> object:
+        """The oldest message if one can be taken now without a checkpoint, else ``EMPTY``.
+
+        The receiver's fast path: ``item = mailbox.poll()``, and ``await mailbox.get()``
+        only when that is ``EMPTY`` (empty, or a fairness yield is due).
+        """
+        items = self._items
+        if not items or self._gets >= FAIR_EVERY - 1:
+            return EMPTY
+        self._gets += 1
+        item = items.popleft()
+        if self._putters:
+            self._wake_putter()
+        return item
+
     async def get(self) -> object:
         """Take the oldest message, waiting for one."""
         while not self._items:
-            waiter = self._getter = new_waiter()
+            waiter = self._getter = self.new_waiter()
             try:
                 await waiter.wait()
             finally:
@@ -124,7 +208,7 @@ class Mailbox:
         self._gets += 1
         if self._gets >= FAIR_EVERY:
             self._gets = 0
-            await anyio.lowlevel.checkpoint()  # before taking it, so a cancel loses nothing
+            await self._yield()  # before taking it, so a cancel loses nothing
             if not items:  # pragma: no cover  # only one receiver, but stay safe
                 return await self.get()
         item = items.popleft()

@@ -10,12 +10,15 @@ works as everywhere in anyio: a cancelled wait raises the backend's cancellation
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol, final
+from typing import TYPE_CHECKING, Protocol, final
 
 import sniffio
 import trio
 
-__all__ = ("Waiter", "new_waiter")
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = ("Waiter", "new_waiter", "scheduler_yield", "waiter_factory")
 
 
 class Waiter(Protocol):
@@ -26,11 +29,16 @@ class Waiter(Protocol):
 
     def wake(self) -> None: ...
 
-    async def wait(self) -> None: ...
+    def wait(self) -> Awaitable[object]:
+        """Await this: returns once woken (at once if already)."""
+        ...
 
     async def wait_for(self, seconds: float) -> None:
         """Wait at most *seconds* (finite); the caller checks what happened."""
         ...
+
+
+_TIMED_OUT: object = object()
 
 
 @final
@@ -38,26 +46,31 @@ class _AsyncioWaiter:
     __slots__ = ("_future",)
 
     def __init__(self) -> None:
-        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
 
     @property
     def woken(self) -> bool:
         future = self._future
-        return future.done() and not future.cancelled()
+        return future.done() and not future.cancelled() and future.result() is None
 
     def wake(self) -> None:
         future = self._future
         if not future.done():
             future.set_result(None)
 
-    async def wait(self) -> None:
-        await self._future
+    def wait(self) -> Awaitable[object]:
+        return self._future  # awaited directly: no coroutine frame for an idle actor
+
+    def _expire(self) -> None:
+        future = self._future
+        if not future.done():
+            future.set_result(_TIMED_OUT)  # ends the wait without counting as woken
 
     async def wait_for(self, seconds: float) -> None:
         future = self._future
         if future.done():
             return
-        timer = future.get_loop().call_later(seconds, self.wake)
+        timer = future.get_loop().call_later(seconds, self._expire)
         try:
             await future
         finally:
@@ -84,7 +97,10 @@ class _TrioWaiter:
         self._task = None
         return trio.lowlevel.Abort.SUCCEEDED
 
-    async def wait(self) -> None:
+    def wait(self) -> Awaitable[object]:
+        return self._wait()
+
+    async def _wait(self) -> None:
         if self.woken:
             return
         self._task = trio.lowlevel.current_task()
@@ -95,8 +111,27 @@ class _TrioWaiter:
             await self.wait()
 
 
+def waiter_factory() -> Callable[[], Waiter]:
+    """The waiter class of the running backend: look it up once, create many."""
+    if sniffio.current_async_library() == "trio":
+        return _TrioWaiter
+    return _AsyncioWaiter
+
+
+async def _asyncio_yield() -> None:
+    await asyncio.sleep(0)
+
+
+def scheduler_yield() -> Callable[[], Awaitable[None]]:
+    """The running backend's cheapest checkpoint: yield to other tasks once.
+
+    Cancellation is delivered there as at any anyio checkpoint.
+    """
+    if sniffio.current_async_library() == "trio":
+        return trio.lowlevel.checkpoint
+    return _asyncio_yield
+
+
 def new_waiter() -> Waiter:
     """A waiter for the running backend (asyncio or trio)."""
-    if sniffio.current_async_library() == "trio":
-        return _TrioWaiter()
-    return _AsyncioWaiter()
+    return waiter_factory()()

@@ -386,9 +386,8 @@ class SupervisorCore:
         )
         for c in stop:
             self.children[c].status = ChildStatus.STOPPING  # RUNNING -> STOPPING
-        for c in removed:
-            del self.children[c]
-        start = tuple(c for c in group if c in self.children)
+        # Removed children stay known until the runtime has stopped them and calls remove().
+        start = tuple(c for c in group if c not in removed)
         return Restart(child_id, stop, start, removed)
 
     def terminate(self, child_id: str) -> bool:

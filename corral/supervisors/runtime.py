@@ -2,7 +2,7 @@
 
 A supervisor is one task that owns its state and reads its inbox: child exits, requests from
 ``SupervisorRef`` and stop requests arrive there as messages, so no locks guard anything.
-Children run in the supervisor's task group, each in its own cancel scope.
+Children run in the supervisor's task group; each task's handle is how it is cancelled.
 
 Starting: a child is spawned with ``start_soon`` and the supervisor waits for its readiness (a
 class actor without ``on_start`` is ready at once, so it costs no wait). Stopping follows the
@@ -26,7 +26,6 @@ import attrs
 from corral.actors.actor import Actor, ActorCell, Call, Context, run_actor
 from corral.actors.mailbox import Mailbox
 from corral.actors.registry import join_path
-from corral.actors.waiter import Waiter, new_waiter
 from corral.errors import (
     MaxChildrenError,
     StartError,
@@ -70,6 +69,9 @@ from corral.supervisors.spec import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from anyio import TaskHandle
+
+    from corral.actors.waiter import Waiter
     from corral.supervisors.tree import TreeServices
 
 __all__ = (
@@ -188,17 +190,17 @@ class _Slot:
         "parked",
         "path",
         "run_id",
-        "scope",
         "spec",
         "stopping",
         "sub",
+        "task",
     )
 
     def __init__(self, spec: ChildSpec, path: str, cell: ActorCell | None) -> None:
         self.spec = spec
         self.path = path
         self.cell = cell
-        self.scope: anyio.CancelScope | None = None
+        self.task: TaskHandle[None] | None = None  # cancel() stops the runner
         self.sub: Supervisor | None = None
         self.incarnation = 0
         self.run_id = 0  # which runner task is the slot's; older ones leave it alone
@@ -232,7 +234,9 @@ class Supervisor:
     __slots__ = (
         "_bus",
         "_dynamic_seq",
+        "_new_waiter",
         "_services",
+        "_shield",
         "_tg",
         "core",
         "inbox",
@@ -256,8 +260,10 @@ class Supervisor:
         self.parent = parent
         self._services = services
         self._bus = services.bus
+        self._new_waiter = services.new_waiter
         self._tg: anyio.abc.TaskGroup | None = None
-        self.inbox = Mailbox(capacity=2**62, overflow=Overflow.REJECT)
+        self._shield: anyio.CancelScope | None = None
+        self.inbox = Mailbox(2**62, Overflow.REJECT, services.new_waiter)
         self.slots: dict[str, _Slot] = {}
         self.stop_deadline = math.inf
         self._dynamic_seq = 0
@@ -297,21 +303,30 @@ class Supervisor:
         boot_error: StartError | None = None
         self._services.supervisors[self.path] = self
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                try:
-                    try:
-                        await self._boot()
-                    except StartError as exc:
-                        boot_error = exc  # raised below, outside the task group: not grouped
-                    else:
-                        on_ready()
-                        outcome = await self._loop()
-                finally:
-                    with anyio.CancelScope(shield=True) as shield:
-                        shield.deadline = self.stop_deadline
-                        await self._stop_all()
-                    tg.cancel_scope.cancel()  # anything abandoned goes now
+            # The supervisor and its children run shielded: a cancellation from outside (the
+            # tree's owner cancelled, a parent's task group failing) must not reach every
+            # child at once. The watcher turns it into a stop request, so children still
+            # stop one by one in reverse start order. Only the stop deadline cuts that short.
+            async with anyio.create_task_group() as watch:
+                watch.start_soon(self._stop_when_cancelled)
+                with anyio.CancelScope(shield=True, deadline=self.stop_deadline) as shield:
+                    self._shield = shield
+                    async with anyio.create_task_group() as tg:
+                        self._tg = tg
+                        try:
+                            try:
+                                await self._boot()
+                            except StartError as exc:
+                                boot_error = exc  # raised below, outside the task groups
+                            else:
+                                on_ready()
+                                outcome = await self._loop()
+                        finally:
+                            with anyio.CancelScope(shield=True) as stopping:
+                                stopping.deadline = self.stop_deadline
+                                await self._stop_all()
+                            tg.cancel_scope.cancel()  # anything abandoned goes now
+                watch.cancel_scope.cancel()
         finally:
             if self._services.supervisors.get(self.path) is self:
                 del self._services.supervisors[self.path]
@@ -322,8 +337,16 @@ class Supervisor:
     def request_stop(self, deadline: float = math.inf) -> None:
         """Ask the supervisor to stop its children in reverse order and return; past
         *deadline* the remaining ones are cancelled at once."""
-        self.stop_deadline = deadline
+        self.stop_deadline = min(deadline, self.stop_deadline)
+        if self._shield is not None:
+            self._shield.deadline = self.stop_deadline
         self.inbox.put_nowait(_STOP)
+
+    async def _stop_when_cancelled(self) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:  # cancelled from outside (or at the end, when the stop request is moot)
+            self.inbox.put_nowait(_STOP)
 
     async def _boot(self) -> None:
         for child_id in list(self.core.children):
@@ -464,7 +487,7 @@ class Supervisor:
             if cell is None:
                 cell = services.cells[path] = ActorCell(
                     path,
-                    Mailbox(spec.mailbox.capacity, spec.mailbox.overflow),
+                    Mailbox(spec.mailbox.capacity, spec.mailbox.overflow, services.new_waiter),
                     bus=services.bus,
                     letters=services.letters,
                     registry=services.registry,
@@ -511,19 +534,19 @@ class Supervisor:
         start = spec.start
         try:
             if isinstance(start, SupervisorSpec | DynamicSupervisorSpec):
-                ready = Call(None)
+                ready = Call(None, self._new_waiter)
                 sub = slot.sub = Supervisor(start, slot.path, self._services, self.path)
                 slot.run_id += 1
                 slot.alive = True
-                tg.start_soon(self._run_supervisor, slot, slot.run_id, sub, ready)
+                slot.task = tg.start_soon(self._run_supervisor, slot, slot.run_id, sub, ready)
             else:
                 target: Actor | Callable[..., object] = start
                 if isinstance(start, type) and issubclass(start, Actor):
                     target = start(**spec.args)
                     if type(target).on_start is not Actor.on_start:
-                        ready = Call(None)  # else nothing to wait for: ready once running
+                        ready = Call(None, self._new_waiter)  # else ready once running
                 else:
-                    ready = Call(None)
+                    ready = Call(None, self._new_waiter)
                 parked = slot.parked
                 if parked is not None:  # the runner of the last incarnation runs this one
                     slot.go = (target, ready)
@@ -532,7 +555,7 @@ class Supervisor:
                 else:
                     slot.run_id += 1
                     slot.alive = True
-                    tg.start_soon(self._run_worker, slot, slot.run_id, target, ready)
+                    slot.task = tg.start_soon(self._run_worker, slot, slot.run_id, target, ready)
             if ready is not None:
                 await ready.wait()
         except Exception as exc:
@@ -563,13 +586,14 @@ class Supervisor:
         spec = slot.spec
         cleanup = _cleanup_timeout(spec)
         inbox = self.inbox
-        with anyio.CancelScope() as scope:
-            slot.scope = scope
+        running = False  # inside an incarnation, as opposed to parked between two
+        try:
             while True:
                 incarnation = slot.incarnation
                 ctx = Context(cell, _noop if ready is None else ready.wake_with_none)
                 ctx.ready = ready is None
                 error: Exception | None = None
+                running = True
                 try:
                     if isinstance(target, Actor):
                         await run_actor(target, cell, ctx, cleanup)
@@ -577,6 +601,7 @@ class Supervisor:
                         await target(ctx, **spec.args)  # type: ignore[misc]  # checked callable
                 except Exception as exc:
                     error = exc
+                running = False
                 cell.end_incarnation(error, stopped=False)
                 if ctx.ready or error is None:
                     ctx.started()  # one that returned at once started and exited normally
@@ -585,16 +610,17 @@ class Supervisor:
                 else:
                     assert ready is not None
                     ready.fail(error)  # a start failure: the supervisor decides what next
-                parked = slot.parked = new_waiter()
+                parked = slot.parked = self._new_waiter()
                 await parked.wait()
                 go = slot.go
                 slot.go = None
                 if go is None:
                     break
                 target, ready = go
-        if scope.cancelled_caught:  # stopped in the middle of an incarnation
-            cell.end_incarnation(None, stopped=True)
-        self._finished(slot, run_id)
+        finally:  # cancellation (a stop) passes through; the task handle's scope absorbs it
+            if running:
+                cell.end_incarnation(None, stopped=True)
+            self._finished(slot, run_id)
 
     async def _run_supervisor(
         self, slot: _Slot, run_id: int, sub: Supervisor, ready: Call | None
@@ -603,13 +629,12 @@ class Supervisor:
         incarnation = slot.incarnation
         outcome: Outcome | None = None
         error: Exception | None = None
-        with anyio.CancelScope() as scope:
-            slot.scope = scope
-            try:
-                outcome = await sub.run(lambda: ready.resolve(None))
-            except Exception as exc:
-                error = exc
-        self._finished(slot, run_id)
+        try:
+            outcome = await sub.run(ready.wake_with_none)
+        except Exception as exc:
+            error = exc
+        finally:
+            self._finished(slot, run_id)
         if slot.stopping == incarnation or (outcome is None and error is None):
             return
         if not ready.done:
@@ -623,7 +648,7 @@ class Supervisor:
     def _finished(self, slot: _Slot, run_id: int) -> None:
         if slot.run_id == run_id:
             slot.alive = False
-            slot.scope = None
+            slot.task = None
             done = slot.done
             if done is not None:
                 slot.done = None
@@ -637,7 +662,7 @@ class Supervisor:
             slot.go = None
             slot.run_id += 1  # the released runner no longer speaks for the slot
             slot.alive = False
-            slot.scope = None
+            slot.task = None
             parked.wake()
 
     async def _stop_child(self, child_id: str) -> None:
@@ -647,23 +672,22 @@ class Supervisor:
         if slot.parked is not None:
             self._release(slot)  # it had exited already; nothing runs
         elif slot.alive:
-            done = slot.done = new_waiter()
+            done = slot.done = self._new_waiter()
             slot.stopping = slot.incarnation
             policy = slot.spec.shutdown
-            now = anyio.current_time()
             timeout = 0.0 if policy == BRUTAL else math.inf if policy == INFINITY else float(policy)
-            scope = slot.scope
-            assert scope is not None
+            task = slot.task
+            assert task is not None
             if slot.sub is not None and policy != BRUTAL:
-                slot.sub.request_stop(now + timeout)
+                slot.sub.request_stop(anyio.current_time() + timeout)
             else:
-                scope.cancel()
+                task.cancel()
             if timeout == math.inf:
                 await done.wait()
             else:
                 await done.wait_for(timeout + ABANDON_GRACE)
                 if not done.woken:
-                    scope.cancel()
+                    task.cancel()
                     if self._bus.active:
                         self._bus.publish(
                             ChildAbandoned(slot.path, self.path, timeout, anyio.current_time())
@@ -690,7 +714,7 @@ class Supervisor:
     # -- the dynamic child API, serialized through the inbox ----------------------------------
 
     async def request(self, op: _Op) -> object:
-        call = Call(op)
+        call = Call(op, self._new_waiter)
         self.inbox.put_nowait(call)
         return await call.wait()
 

@@ -16,6 +16,7 @@ import anyio
 from corral.actors.actor import ActorCell, ActorRef, Call
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.registry import Registry
+from corral.actors.waiter import waiter_factory
 from corral.errors import SupervisorGaveUpError, UnknownPathError
 from corral.supervisors.events import EventBus, SupervisorEscalated
 from corral.supervisors.runtime import Outcome, Supervisor, SupervisorStatistics, _Op
@@ -33,7 +34,7 @@ __all__ = ("SupervisorRef", "Tree", "TreeServices", "open_tree", "run")
 class TreeServices:
     """What every supervisor and actor of one tree shares."""
 
-    __slots__ = ("bus", "cells", "letters", "random", "registry", "supervisors")
+    __slots__ = ("bus", "cells", "letters", "new_waiter", "random", "registry", "supervisors")
 
     def __init__(self, *, random: Callable[[], float], dead_letters: int) -> None:
         self.bus = EventBus()
@@ -42,6 +43,7 @@ class TreeServices:
         self.cells: dict[str, ActorCell] = {}  # by path, across supervisor restarts
         self.supervisors: dict[str, Supervisor] = {}
         self.random = random
+        self.new_waiter = waiter_factory()  # the backend is fixed for the tree's life
 
     def discard_all(self) -> None:
         """The tree has stopped: messages still queued become "undelivered" dead letters."""
@@ -154,7 +156,7 @@ class Tree:
         self.services = services
         self.root = Supervisor(spec, "/", services, None)
         self._closed = anyio.Event()
-        self._failure: SupervisorGaveUpError | None = None
+        self._failure: Exception | None = None
 
     @property
     def events(self) -> EventBus:
@@ -191,9 +193,14 @@ class Tree:
     async def _run_root(self, ready: Call, cancel_owner: Callable[[], None]) -> None:
         root = self.root
         try:
-            outcome = await root.run(lambda: ready.resolve(None))
+            outcome = await root.run(ready.wake_with_none)
         except Exception as exc:
-            ready.fail(exc)
+            if not ready.done:
+                ready.fail(exc)  # a boot failure: open_tree raises it
+                return
+            # A bug in the runtime, never expected: the tree must not go on without its root.
+            self._failure = exc
+            cancel_owner()
             return
         finally:
             self._closed.set()
@@ -237,7 +244,7 @@ async def open_tree(
     """
     services = TreeServices(random=random or _random.random, dead_letters=dead_letters)
     tree = Tree(spec, services)
-    ready = Call(None)
+    ready = Call(None, services.new_waiter)
     leaf: BaseException | None = None
     try:
         async with anyio.create_task_group() as tg:

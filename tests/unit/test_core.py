@@ -110,6 +110,8 @@ def carry_out(core: SupervisorCore, decision: Decision, now: float) -> Restart:
     assert isinstance(decision, Restart), decision
     for c in decision.stop:
         core.stopped(c)
+    for c in decision.removed:
+        core.remove(c)
     for c in decision.start:
         core.starting(c)
         core.started(c, now)
