@@ -195,6 +195,16 @@ class Mailbox:
             self._wake_putter()
         return item
 
+    def park(self) -> Awaitable[object]:
+        """Wait for a message to arrive (when empty): await this, then ``poll`` again.
+
+        An idle actor sits here with no coroutine frame of the mailbox's own (on asyncio it
+        awaits the future itself). A receiver cancelled while parked leaves a stale waiter
+        that the next put wakes harmlessly.
+        """
+        waiter = self._getter = self.new_waiter()
+        return waiter.wait()
+
     async def get(self) -> object:
         """Take the oldest message, waiting for one."""
         while not self._items:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, final
 from corral.errors import UnknownPathError
 
 if TYPE_CHECKING:
-    from corral.actors.actor import ActorRef
+    from corral.actors.actor import ActorCell, ActorRef
 
 __all__ = ("Registry", "join_path")
 
@@ -21,22 +21,22 @@ def join_path(parent: str, child_id: str) -> str:
 class Registry:
     """A tree's actors by path. Entries are added and removed by their supervisors."""
 
-    __slots__ = ("_refs",)
+    __slots__ = ("_cells",)
 
     def __init__(self) -> None:
-        self._refs: dict[str, ActorRef] = {}
+        self._cells: dict[str, ActorCell] = {}
 
     def __contains__(self, path: str) -> bool:
-        return path in self._refs
+        return path in self._cells
 
     def __len__(self) -> int:
-        return len(self._refs)
+        return len(self._cells)
 
-    def register(self, ref: ActorRef) -> None:
-        self._refs[ref.path] = ref
+    def register(self, cell: ActorCell) -> None:
+        self._cells[cell.path] = cell
 
     def unregister(self, path: str) -> None:
-        self._refs.pop(path, None)
+        self._cells.pop(path, None)
 
     def lookup(self, path: str) -> ActorRef:
         """The actor at *path*.
@@ -45,10 +45,10 @@ class Registry:
             UnknownPathError: no actor has that path (a supervisor is not an actor).
         """
         try:
-            return self._refs[path]
+            return self._cells[path].ref
         except KeyError:
             msg = f"no actor at {path!r}"
             raise UnknownPathError(msg, path=path) from None
 
     def paths(self) -> list[str]:
-        return sorted(self._refs)
+        return sorted(self._cells)

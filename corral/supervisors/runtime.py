@@ -492,7 +492,7 @@ class Supervisor:
                     letters=services.letters,
                     registry=services.registry,
                 )
-                services.registry.register(cell.ref)
+                services.registry.register(cell)
             else:
                 cell.mailbox.capacity = spec.mailbox.capacity
                 cell.mailbox.overflow = spec.mailbox.overflow
@@ -501,21 +501,19 @@ class Supervisor:
         return slot
 
     def _drop_slot(self, child_id: str) -> None:
+        """Forget a child for good: its actors' queued messages become dead letters."""
         slot = self.slots.pop(child_id, None)
         self.core.remove(child_id)
         if slot is not None:
             self._release(slot)
-        if slot is not None and slot.cell is not None:
-            slot.cell.discard("undelivered")
-            self._services.registry.unregister(slot.path)
-            self._services.cells.pop(slot.path, None)
+            self._services.discard_cells(slot.path)
 
     def _close(self, child_id: str, reason: str) -> None:
+        """The child stays stopped (until restarted by hand): its actors refuse new messages
+        and fail waiting calls; queued casts are kept for a restart."""
         slot = self.slots[child_id]
         self._release(slot)
-        cell = slot.cell
-        if cell is not None:
-            cell.close(reason)
+        self._services.close_cells(slot.path, reason)
 
     async def _start(self, child_id: str) -> None:
         """Start one child and wait for its readiness.
@@ -708,8 +706,9 @@ class Supervisor:
                 await self._stop_child(child_id)
         for slot in self.slots.values():
             self._release(slot)
-            if slot.cell is not None:
-                slot.cell.close("supervisor stopped")
+        # Cells stay open: whoever decides this supervisor is gone for good (its parent
+        # forgetting, terminating or deleting it, or the tree stopping) closes them, and a
+        # supervisor restarted by its parent finds its children's mailboxes as they were.
 
     # -- the dynamic child API, serialized through the inbox ----------------------------------
 

@@ -50,6 +50,26 @@ class TreeServices:
         for cell in self.cells.values():
             cell.discard("undelivered")
 
+    def _under(self, path: str) -> list[ActorCell]:
+        """The actor at *path*, or every actor below the supervisor at *path*."""
+        cell = self.cells.get(path)
+        if cell is not None:
+            return [cell]
+        prefix = path.rstrip("/") + "/"
+        return [c for p, c in self.cells.items() if p.startswith(prefix)]
+
+    def close_cells(self, path: str, reason: str) -> None:
+        """Stopped for good, until restarted: see ``ActorCell.close``."""
+        for cell in self._under(path):
+            cell.close(reason)
+
+    def discard_cells(self, path: str) -> None:
+        """Removed: queued messages become "undelivered" dead letters, paths are freed."""
+        for cell in self._under(path):
+            cell.discard("undelivered")
+            self.registry.unregister(cell.path)
+            del self.cells[cell.path]
+
 
 @final
 class SupervisorRef:
