@@ -127,6 +127,7 @@ class ActorCell:
         "mailbox",
         "path",
         "registry",
+        "stop_requested",
     )
 
     def __init__(
@@ -146,6 +147,7 @@ class ActorCell:
         self.accepting = True  # false once stopped for good: senders get ActorNotRunningError
         self.current: object = None  # the message being handled (a Call or a cast payload)
         self.handled = 0
+        self.stop_requested = False  # a quiet stop: the idle class actor returns when woken
         self._ref: ActorRef | None = None
 
     @property
@@ -438,6 +440,8 @@ async def run_actor(
             if item is EMPTY:
                 if not len(mailbox):
                     await mailbox.park()
+                    if cell.stop_requested:
+                        return  # stopped while idle: nothing to cut short, no exception
                     continue
                 item = await mailbox.get()  # a fairness yield is due
             cell.current = item

@@ -195,6 +195,18 @@ class Mailbox:
             self._wake_putter()
         return item
 
+    @property
+    def receiver_parked(self) -> bool:
+        """Whether a receiver is waiting for a message right now."""
+        return self._getter is not None
+
+    def wake_receiver(self) -> None:
+        """Wake a parked receiver without a message (it rechecks why it was woken)."""
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            getter.wake()
+
     def park(self) -> Awaitable[object]:
         """Wait for a message to arrive (when empty): await this, then ``poll`` again.
 

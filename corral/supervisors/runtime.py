@@ -189,6 +189,7 @@ class _Slot:
         "last_exception",
         "parked",
         "path",
+        "quiet",
         "run_id",
         "spec",
         "stopping",
@@ -208,13 +209,30 @@ class _Slot:
         self.parked: Waiter | None = None  # the runner waits here between incarnations
         self.go: tuple[Actor | Callable[..., object], Call | None] | None = None
         self.stopping = 0  # the incarnation being stopped by the supervisor, or 0
-        self.done: Waiter | None = None
+        self.done: Waiter | _Countdown | None = None
+        self.quiet = False  # a class actor without on_stop: stopping it runs no user code
         self.last_exception: BaseException | None = None
         self.exits: deque[ChildExited] | None = None
 
 
 def _noop() -> None:
     pass
+
+
+@final
+class _Countdown:
+    """Wakes one waiter once ``count`` runners have finished (a batch of quiet stops)."""
+
+    __slots__ = ("count", "waiter")
+
+    def __init__(self, count: int, waiter: Waiter) -> None:
+        self.count = count
+        self.waiter = waiter
+
+    def wake(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.waiter.wake()
 
 
 def _cleanup_timeout(spec: ChildSpec) -> float | None:
@@ -541,10 +559,14 @@ class Supervisor:
                 target: Actor | Callable[..., object] = start
                 if isinstance(start, type) and issubclass(start, Actor):
                     target = start(**spec.args)
+                    slot.quiet = type(target).on_stop is Actor.on_stop
                     if type(target).on_start is not Actor.on_start:
                         ready = Call(None, self._new_waiter)  # else ready once running
                 else:
                     ready = Call(None, self._new_waiter)
+                    slot.quiet = False
+                assert slot.cell is not None
+                slot.cell.stop_requested = False
                 parked = slot.parked
                 if parked is not None:  # the runner of the last incarnation runs this one
                     slot.go = (target, ready)
@@ -601,6 +623,8 @@ class Supervisor:
                     error = exc
                 running = False
                 cell.end_incarnation(error, stopped=False)
+                if slot.stopping == incarnation:
+                    break  # a quiet stop: the idle actor returned when asked
                 if ctx.ready or error is None:
                     ctx.started()  # one that returned at once started and exited normally
                     kind = ExitKind.NORMAL if error is None else ExitKind.ERROR
@@ -663,6 +687,47 @@ class Supervisor:
             slot.task = None
             parked.wake()
 
+    def _is_quiet(self, child_id: str) -> bool:
+        slot = self.slots[child_id]
+        cell = slot.cell
+        return (
+            slot.quiet
+            and slot.alive
+            and slot.parked is None
+            and cell is not None
+            and cell.current is None
+            and cell.mailbox.receiver_parked
+        )
+
+    async def _stop_quietly(self, batch: list[str]) -> None:
+        """Stop idle class actors without on_stop together: wake each to return, wait once."""
+        if not batch:
+            return
+        waiter = self._new_waiter()
+        countdown = _Countdown(len(batch), waiter)
+        slots = [self.slots[child_id] for child_id in batch]
+        for slot in slots:
+            cell = slot.cell
+            assert cell is not None
+            self.core.stopping(slot.spec.id)  # RUNNING -> STOPPING
+            slot.stopping = slot.incarnation
+            slot.done = countdown
+            cell.stop_requested = True
+            cell.mailbox.wake_receiver()
+        await waiter.wait_for(ABANDON_GRACE + max(_cleanup_timeout(s.spec) or 0.0 for s in slots))
+        now = anyio.current_time()
+        for slot in slots:
+            if slot.alive:  # woken yet still running: should not happen, but never hang
+                slot.done = None
+                task = slot.task
+                if task is not None:
+                    task.cancel()
+                if self._bus.active:
+                    self._bus.publish(ChildAbandoned(slot.path, self.path, 0.0, now))
+            self.core.stopped(slot.spec.id)  # STOPPING -> STOPPED
+            if self._bus.active:
+                self._bus.publish(ChildStopped(slot.path, self.path, now))
+
     async def _stop_child(self, child_id: str) -> None:
         """Stop one child by its shutdown policy; the core hears of it (``stopped``)."""
         slot = self.slots[child_id]
@@ -695,15 +760,32 @@ class Supervisor:
             self._bus.publish(ChildStopped(slot.path, self.path, anyio.current_time()))
 
     async def _stop_all(self) -> None:
-        """Stop every child: reverse start order, or all at once for a dynamic supervisor."""
+        """Stop every child: reverse start order, or all at once for a dynamic supervisor.
+
+        A run of consecutive children whose stop runs no user code (idle class actors
+        without ``on_stop``) is stopped as one batch: nothing can observe their order, and
+        a large tree stops without an exception and a timer per child. Events are still
+        published in reverse start order.
+        """
         alive = self.core.give_up_all()
+        batch: list[str] = []
         if self.core.dynamic:
             async with anyio.create_task_group() as tg:
                 for child_id in alive:
-                    tg.start_soon(self._stop_child, child_id)
+                    if self._is_quiet(child_id):
+                        batch.append(child_id)
+                    else:
+                        tg.start_soon(self._stop_child, child_id)
+                await self._stop_quietly(batch)
         else:
             for child_id in alive:
+                if self._is_quiet(child_id):
+                    batch.append(child_id)
+                    continue
+                await self._stop_quietly(batch)
+                batch.clear()
                 await self._stop_child(child_id)
+            await self._stop_quietly(batch)
         for slot in self.slots.values():
             self._release(slot)
         # Cells stay open: whoever decides this supervisor is gone for good (its parent
