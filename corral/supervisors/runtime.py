@@ -29,6 +29,7 @@ from corral.actors.registry import join_path
 from corral.errors import (
     MaxChildrenError,
     StartError,
+    UnknownPathError,
     UnsupportedError,
 )
 from corral.supervisors.core import (
@@ -164,6 +165,10 @@ class _Op:
     spec: ChildSpec | None = None
 
 
+class _StopDuringStart(Exception):  # internal signal, never escapes run()
+    """A stop request arrived while the supervisor waited for a child's readiness."""
+
+
 class _StartFailure(Exception):  # internal signal between _start and its callers
     def __init__(self, cause: BaseException) -> None:
         super().__init__(repr(cause))
@@ -255,6 +260,7 @@ class Supervisor:
         "_new_waiter",
         "_services",
         "_shield",
+        "_starting",
         "_tg",
         "core",
         "inbox",
@@ -281,6 +287,7 @@ class Supervisor:
         self._new_waiter = services.new_waiter
         self._tg: anyio.abc.TaskGroup | None = None
         self._shield: anyio.CancelScope | None = None
+        self._starting: Call | None = None  # the readiness awaited right now, if any
         self.inbox = Mailbox(2**62, Overflow.REJECT, services.new_waiter)
         self.slots: dict[str, _Slot] = {}
         self.stop_deadline = math.inf
@@ -339,6 +346,8 @@ class Supervisor:
                             else:
                                 on_ready()
                                 outcome = await self._loop()
+                        except _StopDuringStart:
+                            pass  # asked to stop while a child was starting: stop the rest
                         finally:
                             with anyio.CancelScope(shield=True) as stopping:
                                 stopping.deadline = self.stop_deadline
@@ -358,12 +367,24 @@ class Supervisor:
         self.stop_deadline = min(deadline, self.stop_deadline)
         if self._shield is not None:
             self._shield.deadline = self.stop_deadline
+        self._interrupt_start()
         self.inbox.put_nowait(_STOP)
+
+    def _interrupt_start(self) -> None:
+        """A stop does not wait for a child that is still starting (it reads no inbox then)."""
+        starting = self._starting
+        if starting is not None:
+            starting.fail(_StopDuringStart())
+
+    def _stopping_error(self, op: _Op) -> UnknownPathError:
+        msg = f"supervisor {self.path!r} is stopping: {op.name} {op.child_id!r} was not done"
+        return UnknownPathError(msg, path=self.path)
 
     async def _stop_when_cancelled(self) -> None:
         try:
             await anyio.sleep_forever()
         finally:  # cancelled from outside (or at the end, when the stop request is moot)
+            self._interrupt_start()
             self.inbox.put_nowait(_STOP)
 
     async def _boot(self) -> None:
@@ -412,6 +433,9 @@ class Supervisor:
             assert isinstance(op, _Op)
             try:
                 message.resolve(await self._operate(op))
+            except _StopDuringStart:
+                message.fail(self._stopping_error(op))
+                raise
             except Exception as exc:
                 message.fail(exc)
             return None
@@ -484,13 +508,15 @@ class Supervisor:
             await self._stop_child(child_id)
         for child_id in plan.removed:
             self._drop_slot(child_id)
-        for child_id in plan.start:
+        for n, child_id in enumerate(plan.start):
             try:
                 await self._start(child_id)
             except _StartFailure:
                 now = anyio.current_time()
+                for later in plan.start[n + 1 :]:
+                    self.core.stopped(later)  # as OTP: not reached, left undefined
                 await self._carry_out(self.core.start_failed(child_id, now), now)
-                return  # OTP's try_again: the rest waits for the next attempt
+                return  # OTP's try_again: the next attempt restarts the rest
 
     # -- one child ----------------------------------------------------------------------------
 
@@ -577,7 +603,14 @@ class Supervisor:
                     slot.alive = True
                     slot.task = tg.start_soon(self._run_worker, slot, slot.run_id, target, ready)
             if ready is not None:
-                await ready.wait()
+                self._starting = ready
+                try:
+                    await ready.wait()
+                finally:
+                    self._starting = None
+        except _StopDuringStart:
+            await self._stop_child(child_id)  # cut its start short, by its shutdown policy
+            raise
         except Exception as exc:
             self._start_failed(slot, exc)
             raise _StartFailure(exc) from exc

@@ -1,0 +1,29 @@
+"""The README's examples run as written, on both backends."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_readme_examples_run(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The actor and tree examples define, start, message and stop a real tree."""
+    blocks = python_blocks()
+    assert len(blocks) == 2
+    namespace: dict[str, object] = {}
+    exec(blocks[0], namespace)  # noqa: S102  # the README's own code, on purpose
+    tree_code = blocks[1].replace("anyio.run(main)", f"anyio.run(main, backend={backend!r})")
+    exec(tree_code, namespace)  # noqa: S102
+    out = capsys.readouterr().out
+    assert "> hello" in out  # the logger actor printed the call it answered
+    assert "SupervisorStatistics(path='/'" in out
+    assert callable(namespace["main"])
