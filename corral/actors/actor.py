@@ -121,6 +121,8 @@ class ActorCell:
         "_ref",
         "accepting",
         "bus",
+        "cleanup_deadline",
+        "cleanup_scope",
         "current",
         "handled",
         "letters",
@@ -148,6 +150,8 @@ class ActorCell:
         self.current: object = None  # the message being handled (a Call or a cast payload)
         self.handled = 0
         self.stop_requested = False  # a quiet stop: the idle class actor returns when woken
+        self.cleanup_deadline = math.inf  # on_stop ends by then (a stopping parent's deadline)
+        self.cleanup_scope: anyio.CancelScope | None = None  # on_stop's, while it runs
         self._ref: ActorRef | None = None
 
     @property
@@ -176,6 +180,14 @@ class ActorCell:
         self.letters.add(DeadLetter(self.path, message, reason, exception, now))
         if self.bus.active:
             self.bus.publish(MessageDeadLettered(self.path, reason, exception, now))
+
+    def limit_cleanup(self, deadline: float) -> None:
+        """Cleanup (``on_stop``) must end by *deadline*, also if it is running now."""
+        if deadline < self.cleanup_deadline:
+            self.cleanup_deadline = deadline
+            scope = self.cleanup_scope
+            if scope is not None and deadline < scope.deadline:
+                scope.deadline = deadline
 
     def end_incarnation(self, exception: BaseException | None, *, stopped: bool) -> None:
         """The running incarnation ended: the message it was handling is settled.
@@ -294,9 +306,9 @@ class ActorRef:
         raise self._full(cell)
 
     async def _cast_when_room(self, cell: ActorCell, message: object) -> None:
-        queued = await cell.mailbox.put(message)
-        if not queued:  # pragma: no cover  # only block waits here, and block never drops
-            cell.dead_letter(message, "dropped", None)
+        await cell.mailbox.wait_for_room()
+        self._check()  # stopped for good while this sender waited: the message is not taken
+        cell.mailbox.put_nowait(message)
 
     def cast_nowait(self, message: object) -> None:
         """Like ``cast`` without waiting: a full blocking mailbox raises ``MailboxFullError``."""
@@ -333,7 +345,9 @@ class ActorRef:
                 queued = False
                 started = time.monotonic()
                 with anyio.move_on_after(timeout):
-                    queued = await mailbox.put(request)
+                    await mailbox.wait_for_room()
+                    self._check()  # stopped for good while waiting for room
+                    queued = mailbox.put_nowait(request)
                 if not queued:
                     raise self._timeout(cell, timeout)
                 remaining = max(0.0, timeout - (time.monotonic() - started))
@@ -439,7 +453,8 @@ async def run_actor(
             item = mailbox.poll()
             if item is EMPTY:
                 if not len(mailbox):
-                    await mailbox.park()
+                    if not cell.stop_requested:
+                        await mailbox.park()
                     if cell.stop_requested:
                         return  # stopped while idle: nothing to cut short, no exception
                     continue
@@ -452,13 +467,19 @@ async def run_actor(
             cell.current = None
             cell.handled += 1
     finally:
-        await _stop(actor, cleanup_timeout)
+        await _stop(actor, cell, cleanup_timeout)
 
 
-async def _stop(actor: Actor, cleanup_timeout: float | None) -> None:
+async def _stop(actor: Actor, cell: ActorCell, cleanup_timeout: float | None) -> None:
     if cleanup_timeout is None or type(actor).on_stop is Actor.on_stop:
         return
     with anyio.CancelScope(shield=True) as scope:
+        deadline = cell.cleanup_deadline  # a stopping supervisor's deadline bounds it too
         if cleanup_timeout != math.inf:
-            scope.deadline = anyio.current_time() + cleanup_timeout
-        await actor.on_stop()
+            deadline = min(deadline, anyio.current_time() + cleanup_timeout)
+        scope.deadline = deadline
+        cell.cleanup_scope = scope
+        try:
+            await actor.on_stop()
+        finally:
+            cell.cleanup_scope = None

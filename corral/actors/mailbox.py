@@ -74,6 +74,7 @@ class Mailbox:
         "_yield",
         "capacity",
         "new_waiter",
+        "on_arrival",
         "overflow",
     )
 
@@ -85,6 +86,9 @@ class Mailbox:
     ) -> None:
         self.capacity = capacity
         self.new_waiter = new_waiter or waiter_factory()
+        # Called once, then cleared, when a message arrives and no receiver is parked: how a
+        # dormant actor (no task until its first message) is woken.
+        self.on_arrival: Callable[[], None] | None = None
         self._yield = scheduler_yield()
         self.overflow = overflow
         self._items: deque[object] = _EMPTY  # a deque costs 624 bytes: made on first use
@@ -114,7 +118,15 @@ class Mailbox:
         if getter is not None:
             self._getter = None
             getter.wake()
+        elif self.on_arrival is not None:
+            self._arrived()
         return True
+
+    def _arrived(self) -> None:
+        on_arrival = self.on_arrival
+        assert on_arrival is not None
+        self.on_arrival = None
+        on_arrival()
 
     def offer(self, item: object) -> int:
         """Queue *item* if there is room, without waiting: ``QUEUED``, ``YIELD`` (queued, and
@@ -129,6 +141,8 @@ class Mailbox:
         if getter is not None:
             self._getter = None
             getter.wake()
+        elif self.on_arrival is not None:
+            self._arrived()
         self._puts += 1
         if self._puts >= SEND_FAIR_EVERY:
             self._puts = 0
@@ -141,13 +155,22 @@ class Mailbox:
 
     async def put(self, item: object) -> bool:
         """Append *item*, waiting for room under ``BLOCK``; see ``put_nowait``."""
+        await self.wait_for_room()
+        return self.put_nowait(item)
+
+    async def wait_for_room(self) -> None:
+        """Return once a message can be appended without waiting (at once unless full and
+        blocking). Nothing else runs between its return and the caller's next step."""
+        self._puts += 1
+        if self._puts >= SEND_FAIR_EVERY:  # the fairness yield comes first, so that the
+            self._puts = 0  # room found below cannot be taken before the caller appends
+            await self._yield()
         if len(self._items) >= self.capacity and self.overflow is Overflow.BLOCK:
             await self._wait_for_room()
-        self._puts += 1
-        if self._puts >= SEND_FAIR_EVERY:
-            self._puts = 0
-            await self._yield()
-        return self.put_nowait(item)
+
+    def reset_receiver(self) -> None:
+        """Forget a receiver that was cancelled while parked (a new incarnation receives)."""
+        self._getter = None
 
     async def _wait_for_room(self) -> None:
         if self._putters is None:

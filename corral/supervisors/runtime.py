@@ -16,6 +16,7 @@ to stop through its inbox and stops its own children in reverse order first.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections import deque
 from typing import TYPE_CHECKING, Final, final
@@ -188,6 +189,7 @@ class _Slot:
         "alive",
         "cell",
         "done",
+        "dormant",
         "exits",
         "go",
         "incarnation",
@@ -216,6 +218,7 @@ class _Slot:
         self.stopping = 0  # the incarnation being stopped by the supervisor, or 0
         self.done: Waiter | _Countdown | None = None
         self.quiet = False  # a class actor without on_stop: stopping it runs no user code
+        self.dormant: Actor | None = None  # started, but its task waits for a first message
         self.last_exception: BaseException | None = None
         self.exits: deque[ChildExited] | None = None
 
@@ -256,11 +259,13 @@ class Supervisor:
 
     __slots__ = (
         "_bus",
+        "_done",
         "_dynamic_seq",
         "_new_waiter",
         "_services",
         "_shield",
         "_starting",
+        "_stop_requested",
         "_tg",
         "core",
         "inbox",
@@ -288,6 +293,8 @@ class Supervisor:
         self._tg: anyio.abc.TaskGroup | None = None
         self._shield: anyio.CancelScope | None = None
         self._starting: Call | None = None  # the readiness awaited right now, if any
+        self._stop_requested = False
+        self._done = False  # the loop has ended: requests get an error, not an answer
         self.inbox = Mailbox(2**62, Overflow.REJECT, services.new_waiter)
         self.slots: dict[str, _Slot] = {}
         self.stop_deadline = math.inf
@@ -349,10 +356,13 @@ class Supervisor:
                         except _StopDuringStart:
                             pass  # asked to stop while a child was starting: stop the rest
                         finally:
+                            self._leave()
                             with anyio.CancelScope(shield=True) as stopping:
                                 stopping.deadline = self.stop_deadline
                                 await self._stop_all()
                             tg.cancel_scope.cancel()  # anything abandoned goes now
+                            self._fail_requests()
+                            self._forget_added_children()
                 watch.cancel_scope.cancel()
         finally:
             if self._services.supervisors.get(self.path) is self:
@@ -364,14 +374,52 @@ class Supervisor:
     def request_stop(self, deadline: float = math.inf) -> None:
         """Ask the supervisor to stop its children in reverse order and return; past
         *deadline* the remaining ones are cancelled at once."""
-        self.stop_deadline = min(deadline, self.stop_deadline)
-        if self._shield is not None:
-            self._shield.deadline = self.stop_deadline
+        self.limit(deadline)
         self._interrupt_start()
         self.inbox.put_nowait(_STOP)
 
+    def limit(self, deadline: float) -> None:
+        """Everything below this supervisor ends by *deadline*: its own stop, its children's
+        cleanup, and its sub-supervisors', recursively (as OTP kills a whole subtree)."""
+        if deadline >= self.stop_deadline:
+            return
+        self.stop_deadline = deadline
+        if self._shield is not None:
+            self._shield.deadline = deadline
+        for slot in self.slots.values():
+            if slot.cell is not None:
+                slot.cell.limit_cleanup(deadline)
+            if slot.sub is not None:
+                slot.sub.limit(deadline)
+
+    def _leave(self) -> None:
+        """The loop has ended: no new requests reach this supervisor, queued ones fail."""
+        self._done = True
+        if self._services.supervisors.get(self.path) is self:
+            del self._services.supervisors[self.path]
+        self._fail_requests()
+
+    def _fail_requests(self) -> None:
+        for message in self.inbox.drain():
+            if isinstance(message, Call) and isinstance(message.payload, _Op):
+                message.fail(self._stopping_error(message.payload))
+
+    def _forget_added_children(self) -> None:
+        """A restarted supervisor starts from its spec: children added at run time (all of a
+        dynamic supervisor's) will not come back, so their queued messages become dead
+        letters and their paths are freed. The spec's children keep their mailboxes."""
+        declared = set() if self.core.dynamic else {c.id for c in self._static_children()}
+        for child_id, slot in self.slots.items():
+            if child_id not in declared:
+                self._services.discard_cells(slot.path)
+
+    def _static_children(self) -> tuple[ChildSpec, ...]:
+        spec = self.spec
+        return spec.children if isinstance(spec, SupervisorSpec) else ()
+
     def _interrupt_start(self) -> None:
         """A stop does not wait for a child that is still starting (it reads no inbox then)."""
+        self._stop_requested = True
         starting = self._starting
         if starting is not None:
             starting.fail(_StopDuringStart())
@@ -384,8 +432,9 @@ class Supervisor:
         try:
             await anyio.sleep_forever()
         finally:  # cancelled from outside (or at the end, when the stop request is moot)
-            self._interrupt_start()
-            self.inbox.put_nowait(_STOP)
+            if not self._done:
+                self._interrupt_start()
+                self.inbox.put_nowait(_STOP)
 
     async def _boot(self) -> None:
         for child_id in list(self.core.children):
@@ -438,6 +487,8 @@ class Supervisor:
                 raise
             except Exception as exc:
                 message.fail(exc)
+            finally:  # cut short by the stop deadline: the caller still gets an answer
+                message.fail(self._stopping_error(op))  # (no effect once answered)
             return None
         assert message is _STOP
         return Outcome.STOPPED
@@ -565,6 +616,8 @@ class Supervisor:
         Raises:
             _StartFailure: it raised before signalling readiness (published as StartFailed).
         """
+        if self._stop_requested:
+            raise _StopDuringStart  # the rest of a restart plan waits for no one now
         slot = self.slots[child_id]
         spec = slot.spec
         tg = self._tg
@@ -593,11 +646,23 @@ class Supervisor:
                     slot.quiet = False
                 assert slot.cell is not None
                 slot.cell.stop_requested = False
+                slot.cell.cleanup_deadline = self.stop_deadline
+                slot.cell.mailbox.reset_receiver()
                 parked = slot.parked
                 if parked is not None:  # the runner of the last incarnation runs this one
                     slot.go = (target, ready)
                     slot.parked = None
                     parked.wake()
+                elif (
+                    ready is None
+                    and isinstance(target, Actor)
+                    and slot.quiet
+                    and not len(slot.cell.mailbox)
+                ):
+                    # Nothing of it runs before its first message, and stopping it runs
+                    # nothing: it gets its task when a message arrives (a dormant actor).
+                    slot.dormant = target
+                    slot.cell.mailbox.on_arrival = functools.partial(self._wake_dormant, slot)
                 else:
                     slot.run_id += 1
                     slot.alive = True
@@ -709,8 +774,27 @@ class Supervisor:
                 slot.done = None
                 done.wake()
 
+    def _wake_dormant(self, slot: _Slot) -> None:
+        """The first message reached a dormant actor: give it its task now."""
+        target = slot.dormant
+        tg = self._tg
+        if target is None or tg is None:  # pragma: no cover  # cleared before it could fire
+            return
+        slot.dormant = None
+        slot.run_id += 1
+        slot.alive = True
+        slot.task = tg.start_soon(self._run_worker, slot, slot.run_id, target, None)
+
+    def _undormant(self, slot: _Slot) -> None:
+        """A dormant actor is stopped: it never ran, so there is nothing else to do."""
+        if slot.dormant is not None:
+            slot.dormant = None
+            assert slot.cell is not None
+            slot.cell.mailbox.on_arrival = None
+
     def _release(self, slot: _Slot) -> None:
         """Let a parked runner end: the slot has no task any more."""
+        self._undormant(slot)
         parked = slot.parked
         if parked is not None:
             slot.parked = None
@@ -765,6 +849,7 @@ class Supervisor:
         """Stop one child by its shutdown policy; the core hears of it (``stopped``)."""
         slot = self.slots[child_id]
         self.core.stopping(child_id)  # RUNNING -> STOPPING
+        self._undormant(slot)
         if slot.parked is not None:
             self._release(slot)  # it had exited already; nothing runs
         elif slot.alive:
@@ -774,9 +859,9 @@ class Supervisor:
             timeout = 0.0 if policy == BRUTAL else math.inf if policy == INFINITY else float(policy)
             task = slot.task
             assert task is not None
-            if slot.sub is not None and policy != BRUTAL:
+            if slot.sub is not None:  # brutal: a deadline now cancels its whole subtree at once
                 slot.sub.request_stop(anyio.current_time() + timeout)
-            else:
+            if slot.sub is None or policy == BRUTAL:
                 task.cancel()
             if timeout == math.inf:
                 await done.wait()
@@ -829,6 +914,8 @@ class Supervisor:
 
     async def request(self, op: _Op) -> object:
         call = Call(op, self._new_waiter)
+        if self._done:
+            raise self._stopping_error(op)
         self.inbox.put_nowait(call)
         return await call.wait()
 
