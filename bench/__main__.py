@@ -151,8 +151,19 @@ def bench_call(backend: str, sizes: Sizes) -> list[Row]:
 def bench_memory(backend: str, sizes: Sizes) -> list[Row]:
     raw = _raw(backend, population.raw_asyncio_memory, population.raw_trio_memory, sizes.actors)
     ours = _corral(backend, population.corral_memory, sizes.actors)
+    awake = _corral(backend, population.corral_memory_awake, sizes.actors)
     target = Target(Bound.AT_MOST, 6 * KIB)
-    return [Row(f"memory per idle actor ({sizes.actors:,})", backend, ours, raw, BYTES, target)]
+    return [
+        Row(f"memory per idle actor ({sizes.actors:,})", backend, ours, raw, BYTES, target),
+        Row(
+            f"memory per idle actor after 1 message ({sizes.actors:,})",
+            backend,
+            awake,
+            raw,
+            BYTES,
+            target,
+        ),
+    ]
 
 
 def bench_lifecycle(backend: str, sizes: Sizes) -> list[Row]:

@@ -112,6 +112,22 @@ async def corral_memory(n: int) -> float:
     return size / n
 
 
+async def corral_memory_awake(n: int) -> float:
+    """Bytes per idle actor that has handled one message, so that it has its own task
+    (an actor without on_start and on_stop stays dormant, with no task, until then)."""
+    async with corral.open_tree(_idle_tree(_WARMUP)):
+        await anyio.wait_all_tasks_blocked()
+    traced = _Traced()
+    traced.begin()
+    async with corral.open_tree(_idle_tree(n)) as tree:
+        for i in range(n):
+            tree.lookup(f"/idle-{i}").cast_nowait(None)
+        await anyio.wait_all_tasks_blocked()
+        size = traced.end()
+        assert sum(c.handled for c in tree.statistics().children) == n
+    return size / n
+
+
 # -- raw asyncio ---------------------------------------------------------------------------
 
 

@@ -199,6 +199,8 @@ class Mailbox:
         if not items:
             raise anyio.WouldBlock
         item = items.popleft()
+        if not items:
+            self._items = _EMPTY  # an idle mailbox holds no deque
         if self._putters:
             self._wake_putter()
         return item
@@ -214,6 +216,8 @@ class Mailbox:
             return EMPTY
         self._gets += 1
         item = items.popleft()
+        if not items:
+            self._items = _EMPTY  # an idle mailbox holds no deque
         if self._putters:
             self._wake_putter()
         return item
@@ -257,6 +261,8 @@ class Mailbox:
             if not items:  # pragma: no cover  # only one receiver, but stay safe
                 return await self.get()
         item = items.popleft()
+        if not items:
+            self._items = _EMPTY  # an idle mailbox holds no deque
         if self._putters:
             self._wake_putter()
         return item
