@@ -106,21 +106,10 @@ class Mailbox:
         Raises:
             MailboxFull: it is full and the policy is ``BLOCK`` or ``REJECT``.
         """
-        items = self._items
-        if len(items) >= self.capacity:
-            if self.overflow is Overflow.DROP_NEWEST:
-                return False
+        outcome = self.offer(item)
+        if outcome is FULL:
             raise MailboxFull
-        if items is _EMPTY:
-            items = self._items = deque()
-        items.append(item)
-        getter = self._getter
-        if getter is not None:
-            self._getter = None
-            getter.wake()
-        elif self.on_arrival is not None:
-            self._arrived()
-        return True
+        return outcome is not DROPPED
 
     def _arrived(self) -> None:
         on_arrival = self.on_arrival
