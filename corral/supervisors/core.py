@@ -247,7 +247,8 @@ class SupervisorCore:
 
     def count_children(self) -> Counts:
         sups = sum(1 for r in self.children.values() if r.spec.type is ChildType.SUPERVISOR)
-        active = sum(1 for r in self.children.values() if r.status is ChildStatus.RUNNING)
+        # OTP: is_pid(Pid) andalso is_process_alive(Pid): starting and stopping count too.
+        active = sum(1 for r in self.children.values() if r.status in _ALIVE)
         n = len(self.children)
         return Counts(specs=n, active=active, supervisors=sups, workers=n - sups)
 
