@@ -365,8 +365,7 @@ class Supervisor:
                             self._forget_added_children()
                 watch.cancel_scope.cancel()
         finally:
-            if self._services.supervisors.get(self.path) is self:
-                del self._services.supervisors[self.path]
+            self._deregister()  # also when the task groups themselves failed
         if boot_error is not None:
             raise boot_error
         return outcome
@@ -395,9 +394,12 @@ class Supervisor:
     def _leave(self) -> None:
         """The loop has ended: no new requests reach this supervisor, queued ones fail."""
         self._done = True
+        self._deregister()
+        self._fail_requests()
+
+    def _deregister(self) -> None:
         if self._services.supervisors.get(self.path) is self:
             del self._services.supervisors[self.path]
-        self._fail_requests()
 
     def _fail_requests(self) -> None:
         for message in self.inbox.drain():
@@ -631,9 +633,7 @@ class Supervisor:
             if isinstance(start, SupervisorSpec | DynamicSupervisorSpec):
                 ready = Call(None, self._new_waiter)
                 sub = slot.sub = Supervisor(start, slot.path, self._services, self.path)
-                slot.run_id += 1
-                slot.alive = True
-                slot.task = tg.start_soon(self._run_supervisor, slot, slot.run_id, sub, ready)
+                slot.task = tg.start_soon(self._run_supervisor, slot, self._claim(slot), sub, ready)
             else:
                 target: Actor | Callable[..., object] = start
                 if isinstance(start, type) and issubclass(start, Actor):
@@ -664,9 +664,9 @@ class Supervisor:
                     slot.dormant = target
                     slot.cell.mailbox.on_arrival = functools.partial(self._wake_dormant, slot)
                 else:
-                    slot.run_id += 1
-                    slot.alive = True
-                    slot.task = tg.start_soon(self._run_worker, slot, slot.run_id, target, ready)
+                    slot.task = tg.start_soon(
+                        self._run_worker, slot, self._claim(slot), target, ready
+                    )
             if ready is not None:
                 self._starting = ready
                 try:
@@ -781,9 +781,14 @@ class Supervisor:
         if target is None or tg is None:  # pragma: no cover  # cleared before it could fire
             return
         slot.dormant = None
+        slot.task = tg.start_soon(self._run_worker, slot, self._claim(slot), target, None)
+
+    def _claim(self, slot: _Slot) -> int:
+        """A new runner task is the slot's from now on: its run id (older runners' exits
+        and endings no longer speak for the slot)."""
         slot.run_id += 1
         slot.alive = True
-        slot.task = tg.start_soon(self._run_worker, slot, slot.run_id, target, None)
+        return slot.run_id
 
     def _undormant(self, slot: _Slot) -> None:
         """A dormant actor is stopped: it never ran, so there is nothing else to do."""
