@@ -12,7 +12,8 @@ Mapping to ``supervisor.erl``:
 * ``attempt``     is ``restart/2``: the restart is recorded in the intensity first
   (``add_restart``); over budget the supervisor gives up, otherwise the strategy decides which
   running siblings stop (reverse start order) and which children start (start order). As in
-  OTP a multi-child restart also starts siblings that were stopped, and drops temporary ones.
+  OTP a multi-child restart also starts siblings that were stopped, and drops temporary ones;
+  beyond OTP, a sibling an operator stopped and *held* (``held``) stays stopped.
 * ``start_failed`` is the ``{try_again, Id}`` path: the child waits in BACKOFF and is attempted
   again (and counted again) after the runtime has read its inbox, so a shutdown gets in first.
 * ``terminate`` / ``restart`` / ``delete`` / ``check_new`` are the dynamic child API with its
@@ -56,7 +57,7 @@ from corral.supervisors.spec import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
 __all__ = (
     "Attempted",
@@ -99,10 +100,16 @@ class ChildRecord:
     started_at: float | None = None
     due: float | None = None  # with status BACKOFF: when the restart is attempted
     last_exit: ExitKind | None = None
+    held: bool = False  # stopped by an operator: no multi-child restart starts it
 
     @property
     def restarts(self) -> int:
         return max(0, self.starts - 1)
+
+    @property
+    def alive(self) -> bool:
+        """Starting, running or stopping: it has a task."""
+        return self.status in _ALIVE
 
 
 # -- decisions ----------------------------------------------------------------------------
@@ -324,6 +331,21 @@ class SupervisorCore:
     def remove(self, child_id: str) -> None:
         self.children.pop(child_id, None)
 
+    def reconfigure(
+        self, strategy: Strategy, intensity: int, period: float, auto_shutdown: AutoShutdown
+    ) -> None:
+        """New flags in place, as OTP's ``code_change``; the restart history is kept."""
+        self.strategy = strategy
+        self.intensity.intensity = intensity
+        self.intensity.period = period
+        self.auto_shutdown = auto_shutdown
+
+    def reorder(self, order: Sequence[str]) -> None:
+        """Start order becomes *order* (unknown ids skipped); children not in it follow."""
+        children = self.children
+        first = {i: children[i] for i in order if i in children}
+        self.children = first | {i: r for i, r in children.items() if i not in first}
+
     # -- decisions ------------------------------------------------------------------------
 
     def exited(self, child_id: str, kind: ExitKind, now: float) -> Decision:
@@ -388,7 +410,8 @@ class SupervisorCore:
         for c in stop:
             self.children[c].status = ChildStatus.STOPPING  # RUNNING -> STOPPING
         # Removed children stay known until the runtime has stopped them and calls remove().
-        start = tuple(c for c in group if c not in removed)
+        # Beyond OTP: a child an operator stopped (held) stays stopped; OTP would start it.
+        start = tuple(c for c in group if c not in removed and not self.children[c].held)
         return Restart(child_id, stop, start, removed)
 
     def terminate(self, child_id: str) -> bool:

@@ -28,6 +28,9 @@ from corral.actors.actor import Actor, ActorCell, Call, Context, run_actor
 from corral.actors.mailbox import Mailbox
 from corral.actors.registry import join_path
 from corral.errors import (
+    ActorNotRunningError,
+    AlreadyPresentError,
+    AlreadyStartedError,
     MaxChildrenError,
     StartError,
     UnknownPathError,
@@ -74,6 +77,7 @@ if TYPE_CHECKING:
     from anyio import TaskHandle
 
     from corral.actors.waiter import Waiter
+    from corral.supervisors.reconfigure import Reconfiguration
     from corral.supervisors.tree import TreeServices
 
 __all__ = (
@@ -164,6 +168,9 @@ class _Op:
     name: str
     child_id: str = ""
     spec: ChildSpec | None = None
+    hold: bool = False  # terminate_child: keep it stopped (an operator's stop)
+    error: Exception | None = None  # kill_child: the crash to inject
+    plan: Reconfiguration | None = None  # reconfigure
 
 
 class _StopDuringStart(Exception):  # internal signal, never escapes run()
@@ -193,6 +200,7 @@ class _Slot:
         "exits",
         "go",
         "incarnation",
+        "killed",
         "last_exception",
         "parked",
         "path",
@@ -221,6 +229,7 @@ class _Slot:
         self.dormant: Actor | None = None  # started, but its task waits for a first message
         self.last_exception: BaseException | None = None
         self.exits: deque[ChildExited] | None = None
+        self.killed: Exception | None = None  # kill_child: the runner reports this crash
 
 
 def _noop() -> None:
@@ -439,7 +448,10 @@ class Supervisor:
                 self.inbox.put_nowait(_STOP)
 
     async def _boot(self) -> None:
-        for child_id in list(self.core.children):
+        for child_id, rec in list(self.core.children.items()):
+            if rec.held:
+                self._close(child_id, "stopped by an operator")
+                continue
             try:
                 await self._start(child_id)
             except _StartFailure as failure:
@@ -595,6 +607,8 @@ class Supervisor:
                 cell.mailbox.overflow = spec.mailbox.overflow
         slot = self.slots[spec.id] = _Slot(spec, path, cell)
         self.core.add(spec)
+        if path in self._services.held:
+            self.core.children[spec.id].held = True
         return slot
 
     def _drop_slot(self, child_id: str) -> None:
@@ -604,6 +618,7 @@ class Supervisor:
         if slot is not None:
             self._release(slot)
             self._services.discard_cells(slot.path)
+            self._services.forget_held(slot.path)
 
     def _close(self, child_id: str, reason: str) -> None:
         """The child stays stopped (until restarted by hand): its actors refuse new messages
@@ -738,8 +753,13 @@ class Supervisor:
                     break
                 target, ready = go
         finally:  # cancellation (a stop) passes through; the task handle's scope absorbs it
+            killed = slot.killed if slot.run_id == run_id else None
             if running:
-                cell.end_incarnation(None, stopped=True)
+                cell.end_incarnation(killed, stopped=killed is None)
+            if killed is not None:
+                slot.killed = None
+                if not slot.stopping:  # a stop that came after the kill wins
+                    inbox.put_nowait(_Exited(spec.id, slot.incarnation, ExitKind.ERROR, killed))
             self._finished(slot, run_id)
 
     async def _run_supervisor(
@@ -755,8 +775,11 @@ class Supervisor:
             error = exc
         finally:
             self._finished(slot, run_id)
+        killed, slot.killed = slot.killed, None
         if slot.stopping == incarnation or (outcome is None and error is None):
             return
+        if killed is not None:
+            error = killed  # it stopped because it was killed: a crash
         if not ready.done:
             ready.fail(error if error is not None else RuntimeError("supervisor ended at boot"))
             return
@@ -938,11 +961,16 @@ class Supervisor:
                 if core.dynamic or core.get(op.child_id).spec.restart is RestartType.TEMPORARY:
                     self._drop_slot(op.child_id)
                 else:
-                    self._close(op.child_id, "terminated")
+                    self._close(op.child_id, "stopped by an operator" if op.hold else "terminated")
+                    if op.hold:
+                        core.get(op.child_id).held = True
+                        self._services.held.add(self.slots[op.child_id].path)
                 return None
             case "restart_child":
                 self._refuse_dynamic(op)
                 core.check_restart(op.child_id)
+                core.get(op.child_id).held = False  # the operator wants it running again
+                self._services.held.discard(self.slots[op.child_id].path)
                 try:
                     await self._start(op.child_id)
                 except _StartFailure as failure:
@@ -955,12 +983,108 @@ class Supervisor:
                         msg, supervisor=self.path, child_id=op.child_id
                     ) from failure.cause
                 return self.slots[op.child_id].path
+            case "kill_child":
+                return self._kill(op.child_id, op.error)
+            case "reconfigure":
+                assert op.plan is not None
+                return await self._reconfigure(op.plan)
             case _:
                 assert op.name == "delete_child"
                 self._refuse_dynamic(op)
                 core.delete(op.child_id)
                 self._drop_slot(op.child_id)
                 return None
+
+    def _kill(self, child_id: str, error: Exception | None) -> str:
+        """Crash a running child with *error*, as if it had raised it (a drill)."""
+        assert error is not None
+        rec = self.core.get(child_id)
+        slot = self.slots[child_id]
+        if rec.status is not ChildStatus.RUNNING:
+            msg = f"{slot.path} is not running ({rec.status.value}): nothing to kill"
+            raise ActorNotRunningError(msg, path=slot.path)
+        if slot.dormant is None and (
+            slot.parked is not None or slot.task is None or slot.killed is not None
+        ):
+            # It has ended already (killed, or exited by itself) and the supervisor has not
+            # read that exit yet: the exit decides what happens, not a second cause of death.
+            msg = f"{slot.path} has just exited; its supervisor is handling that"
+            raise ActorNotRunningError(msg, path=slot.path)
+        if slot.dormant is not None:  # it never ran: it crashes before its first message
+            self._undormant(slot)
+            self.inbox.put_nowait(_Exited(child_id, slot.incarnation, ExitKind.ERROR, error))
+            return slot.path
+        slot.killed = error
+        if slot.sub is not None:
+            slot.sub.request_stop(anyio.current_time())  # its whole subtree, at once
+        else:
+            task = slot.task
+            assert task is not None  # running, not dormant: it has a runner task
+            task.cancel()
+        return slot.path
+
+    async def _reconfigure(self, plan: Reconfiguration) -> tuple[StartError, ...]:
+        """Apply *plan* (see ``reconfigure.py``); returns the children that failed to start."""
+        if self.core.dynamic:  # pragma: no cover  # plan_tree never plans a dynamic one
+            msg = f"supervisor {self.path!r} is dynamic: it cannot be reconfigured"
+            raise UnsupportedError(msg, supervisor=self.path, child_id="")
+        core = self.core
+        new = plan.spec
+        new_by_id = {c.id: c for c in new.children}
+        removed = set(plan.removed)
+        for child_id in [c for c in reversed(core.children) if c in removed]:
+            if core.terminate(child_id):
+                await self._stop_child(child_id)
+            self._drop_slot(child_id)
+        restarted = set(plan.restarted)
+        again: set[str] = set()
+        for child_id in [c for c in reversed(core.children) if c in restarted]:
+            rec = core.children[child_id]
+            if not rec.held and (rec.alive or rec.status is ChildStatus.BACKOFF):
+                again.add(child_id)
+            if core.terminate(child_id):
+                await self._stop_child(child_id)
+        for child_id in (*plan.changed, *plan.adopted):
+            if child_id not in core:
+                continue  # deleted by an operator since: nothing to update
+            slot, spec = self.slots[child_id], new_by_id[child_id]
+            if spec.type is not slot.spec.type:
+                self._drop_slot(child_id)  # a worker and a supervisor share no runtime state
+                self._add_slot(spec)
+                continue
+            slot.spec = core.children[child_id].spec = spec
+            if slot.cell is not None:
+                slot.cell.mailbox.capacity = spec.mailbox.capacity
+                slot.cell.mailbox.overflow = spec.mailbox.overflow
+            if child_id in plan.changed:
+                self._release(slot)  # its parked runner knows the old spec
+        core.reconfigure(new.strategy, new.intensity, new.period, new.auto_shutdown)
+        self.spec = new
+        failures: list[StartError] = []
+        for child_id in plan.added:
+            try:
+                self._add_slot(new_by_id[child_id])
+            except (AlreadyPresentError, AlreadyStartedError) as exc:
+                failures.append(StartError(str(exc), supervisor=self.path, child_id=child_id))
+            else:
+                again.add(child_id)
+        core.reorder([c.id for c in new.children])
+        for child_id in [c for c in core.children if c in again]:
+            if core.children[child_id].held:
+                self._close(child_id, "stopped by an operator")
+                continue
+            try:
+                await self._start(child_id)
+            except _StartFailure as failure:
+                core.boot_failed(child_id)  # STARTING -> FAILED; an operator starts it again
+                msg = (
+                    f"supervisor {self.path!r}: child {child_id!r} failed to start:"
+                    f" {failure.cause!r}"
+                )
+                error = StartError(msg, supervisor=self.path, child_id=child_id)
+                error.__cause__ = failure.cause
+                failures.append(error)
+        return tuple(failures)
 
     def _refuse_dynamic(self, op: _Op) -> None:
         if self.core.dynamic:

@@ -7,6 +7,7 @@ root supervisor gives up, the block is cancelled and ``SupervisorGaveUpError`` r
 
 from __future__ import annotations
 
+import math
 import random as _random
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, final
@@ -17,15 +18,16 @@ from corral.actors.actor import ActorCell, ActorRef, Call
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.registry import Registry
 from corral.actors.waiter import waiter_factory
-from corral.errors import SupervisorGaveUpError, UnknownPathError
+from corral.errors import StartError, SupervisorGaveUpError, UnknownPathError
 from corral.supervisors.events import EventBus, SupervisorEscalated
 from corral.supervisors.runtime import Outcome, Supervisor, SupervisorStatistics, _Op
 from corral.supervisors.spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
     from corral.supervisors.core import ChildInfo, Counts
+    from corral.supervisors.reconfigure import Reconfiguration
 
 __all__ = ("SupervisorRef", "Tree", "TreeServices", "open_tree", "run")
 
@@ -34,10 +36,26 @@ __all__ = ("SupervisorRef", "Tree", "TreeServices", "open_tree", "run")
 class TreeServices:
     """What every supervisor and actor of one tree shares."""
 
-    __slots__ = ("bus", "cells", "letters", "new_waiter", "random", "registry", "supervisors")
+    __slots__ = (
+        "bus",
+        "cells",
+        "held",
+        "letters",
+        "new_waiter",
+        "random",
+        "registry",
+        "supervisors",
+    )
 
-    def __init__(self, *, random: Callable[[], float], dead_letters: int) -> None:
+    def __init__(
+        self,
+        *,
+        random: Callable[[], float],
+        dead_letters: int,
+        held: Iterable[str] = (),
+    ) -> None:
         self.bus = EventBus()
+        self.held = set(held)  # paths stopped by an operator: not started until asked
         self.letters = DeadLetterBox(dead_letters)
         self.registry = Registry()
         self.cells: dict[str, ActorCell] = {}  # by path, across supervisor restarts
@@ -57,6 +75,11 @@ class TreeServices:
             return [cell]
         prefix = path.rstrip("/") + "/"
         return [c for p, c in self.cells.items() if p.startswith(prefix)]
+
+    def forget_held(self, path: str) -> None:
+        """The child at *path* is gone for good: so are the holds on it and below it."""
+        prefix = path.rstrip("/") + "/"
+        self.held = {p for p in self.held if p != path and not p.startswith(prefix)}
 
     def close_cells(self, path: str, reason: str) -> None:
         """Stopped for good, until restarted: see ``ActorCell.close``."""
@@ -127,14 +150,42 @@ class SupervisorRef:
         assert isinstance(result, str)
         return result
 
-    async def terminate_child(self, child_id: str) -> None:
+    async def terminate_child(self, child_id: str, *, hold: bool = False) -> None:
         """Stop a child by its shutdown policy and keep its spec (a temporary child's, and a
         dynamic supervisor's child's, is deleted). Ends a backoff wait at once.
+
+        With *hold* (an operator's stop, beyond OTP) the child also stays stopped through
+        restarts of its siblings and of its supervisor, until ``restart_child``; the tree's
+        ``held`` paths record it.
 
         Raises:
             NotFoundError: no such child.
         """
-        await self._current().request(_Op("terminate_child", child_id))
+        await self._current().request(_Op("terminate_child", child_id, hold=hold))
+
+    async def kill_child(self, child_id: str, error: Exception) -> str:
+        """Crash a running child with *error* as if it had raised it; returns its path.
+
+        For drills: its supervisor sees an abnormal exit and restarts it by its rules. A
+        supervisor child stops its subtree at once (brutally) and exits with *error*.
+
+        Raises:
+            NotFoundError: no such child.
+            ActorNotRunningError: it is not running.
+        """
+        result = await self._current().request(_Op("kill_child", child_id, error=error))
+        assert isinstance(result, str)
+        return result
+
+    async def reconfigure(self, plan: Reconfiguration) -> tuple[StartError, ...]:
+        """Apply one supervisor's part of a new spec (``reconfigure.plan_tree``).
+
+        Returns the children that failed to start (they are left FAILED); the rest of the
+        plan is applied regardless.
+        """
+        result = await self._current().request(_Op("reconfigure", plan=plan))
+        assert isinstance(result, tuple)
+        return result
 
     async def restart_child(self, child_id: str) -> str:
         """Start a stopped child again (not counted in the restart intensity).
@@ -154,6 +205,11 @@ class SupervisorRef:
             NotFoundError, RunningError, RestartingError: as OTP.
         """
         await self._current().request(_Op("delete_child", child_id))
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether it starts its children from a template (``DynamicSupervisorSpec``)."""
+        return isinstance(self._current().spec, DynamicSupervisorSpec)
 
     def which_children(self) -> tuple[ChildInfo, ...]:
         return self._current().core.which_children()
@@ -199,6 +255,17 @@ class Tree:
 
     def dead_letters(self, path: str | None = None) -> tuple[DeadLetter, ...]:
         return self.services.letters.list(path)
+
+    @property
+    def held(self) -> frozenset[str]:
+        """Paths of children an operator stopped (``terminate_child(hold=True)``)."""
+        return frozenset(self.services.held)
+
+    def stop(self, deadline: float = math.inf) -> None:
+        """Begin stopping the whole tree in reverse start order, by the shutdown policies;
+        past *deadline* (``anyio.current_time()`` seconds) what is left is cancelled at once.
+        Call again with an earlier deadline to force it; ``wait`` returns when it is done."""
+        self.root.request_stop(deadline)
 
     async def wait(self) -> None:
         """Wait until the root supervisor exits (auto-shutdown, or stopped).
@@ -250,6 +317,7 @@ async def open_tree(
     *,
     random: Callable[[], float] | None = None,
     dead_letters: int = 1000,
+    held: Iterable[str] = (),
 ) -> AsyncIterator[Tree]:
     """Start *spec*'s tree (children in order, each ready before the next) and yield it.
 
@@ -257,12 +325,14 @@ async def open_tree(
         spec: the root supervisor.
         random: uniform [0, 1) source for backoff jitter (seed it for reproducible runs).
         dead_letters: how many dead letters the tree keeps (counts are kept for all).
+        held: paths of children an operator stopped: they are not started (see
+            ``SupervisorRef.terminate_child``); ``Tree.held`` is the current set.
 
     Raises:
         StartError: a child failed to start; nothing is left running.
         SupervisorGaveUpError: the root gave up while the block ran (the block is cancelled).
     """
-    services = TreeServices(random=random or _random.random, dead_letters=dead_letters)
+    services = TreeServices(random=random or _random.random, dead_letters=dead_letters, held=held)
     tree = Tree(spec, services)
     ready = Call(None, services.new_waiter)
     leaf: BaseException | None = None

@@ -1,0 +1,144 @@
+"""What changing a running tree's spec means: a pure plan, like OTP's release handling.
+
+OTP upgrades a running supervisor in ``code_change``: it takes the new flags and child specs
+and restarts nothing; the release handler's script then adds, removes and restarts children
+by hand. corral does both from one rule, applied to each supervisor from the root down:
+
+* flags (strategy, intensity, period, auto_shutdown) take effect in place, as OTP's
+  ``code_change``; restart history is kept;
+* a child whose id is gone is stopped (reverse start order) and deleted;
+* a new child is started, in the new file order, after the changes below;
+* a child whose spec changed is restarted with the new spec the way its supervisor restarts
+  a crashed child: alone (one-for-one), with the children after it (rest-for-one), or with
+  all its siblings (one-for-all). Only children that were running (or waiting to restart)
+  are started again; a stopped one keeps its new spec for when it is started;
+* a static sub-supervisor whose own child-level fields (restart, shutdown, ...) are unchanged
+  is not restarted: its new spec is adopted and the same rule is applied inside it;
+* the children take the new order: later restarts and the final stop follow the file.
+
+Changing a dynamic supervisor's template or limits counts as a change: it is restarted, and
+the children it had started at run time are stopped with it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from corral.actors.registry import join_path
+from corral.supervisors.plan import affected
+from corral.supervisors.spec import ChildSpec, SupervisorSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ("Reconfiguration", "plan_reconfiguration", "plan_tree")
+
+
+@attrs.frozen
+class Reconfiguration:
+    """The changes to one static supervisor at ``path``; ids in start order."""
+
+    path: str
+    spec: SupervisorSpec  # the new spec
+    removed: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()  # spec differs: restarted with the new spec
+    restarted: tuple[str, ...] = ()  # changed ones plus the siblings restarted with them
+    adopted: tuple[str, ...] = ()  # sub-supervisors reconfigured in place
+    flags: tuple[str, ...] = ()  # names of the flags that changed
+    reordered: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.removed
+            or self.added
+            or self.restarted
+            or self.adopted
+            or self.flags
+            or self.reordered
+        )
+
+    def describe(self) -> Iterator[str]:
+        """One line per change, for people (``corral reload --dry-run``)."""
+        at = self.path
+        for name in self.flags:
+            yield f"update {at}: {name} = {_flag(self.spec, name)}"
+        for child_id in self.removed:
+            yield f"stop and remove {join_path(at, child_id)}"
+        for child_id in self.restarted:
+            why = "spec changed" if child_id in self.changed else "restarted with a changed sibling"
+            yield f"restart {join_path(at, child_id)} ({why}, {self.spec.strategy.value})"
+        for child_id in self.added:
+            yield f"start {join_path(at, child_id)} (new)"
+        if self.reordered:
+            yield f"reorder the children of {at}: {', '.join(c.id for c in self.spec.children)}"
+
+
+def _flag(spec: SupervisorSpec, name: str) -> str:
+    value = getattr(spec, name)
+    return str(getattr(value, "value", value))
+
+
+_FLAGS = ("strategy", "intensity", "period", "auto_shutdown")
+
+
+def plan_reconfiguration(path: str, old: SupervisorSpec, new: SupervisorSpec) -> Reconfiguration:
+    """The changes that turn supervisor *path* running *old* into *new* (its own level only)."""
+    old_by_id = {c.id: c for c in old.children}
+    new_by_id = {c.id: c for c in new.children}
+    removed = tuple(c.id for c in old.children if c.id not in new_by_id)
+    added = tuple(c.id for c in new.children if c.id not in old_by_id)
+    kept = tuple(c.id for c in new.children if c.id in old_by_id)
+    changed: list[str] = []
+    adopted: list[str] = []
+    for child_id in kept:
+        before, after = old_by_id[child_id], new_by_id[child_id]
+        if before == after:
+            continue
+        if _adoptable(before, after):
+            adopted.append(child_id)
+        else:
+            changed.append(child_id)
+    restart: set[str] = set()
+    for child_id in changed:
+        restart.update(affected(new.strategy, kept, child_id))
+    kept_old_order = tuple(c.id for c in old.children if c.id in new_by_id)
+    return Reconfiguration(
+        path=path,
+        spec=new,
+        removed=removed,
+        added=added,
+        changed=tuple(changed),
+        restarted=tuple(c for c in kept if c in restart),
+        adopted=tuple(adopted),
+        flags=tuple(f for f in _FLAGS if getattr(old, f) != getattr(new, f)),
+        reordered=kept != kept_old_order,
+    )
+
+
+def _adoptable(before: ChildSpec, after: ChildSpec) -> bool:
+    """Two static supervisor children that differ only below themselves."""
+    return (
+        isinstance(before.start, SupervisorSpec)
+        and isinstance(after.start, SupervisorSpec)
+        and attrs.evolve(before, start=after.start) == after
+    )
+
+
+def plan_tree(old: SupervisorSpec, new: SupervisorSpec, path: str = "/") -> list[Reconfiguration]:
+    """Every supervisor's changes, parents before their children; unchanged ones left out."""
+    plans: list[Reconfiguration] = []
+    here = plan_reconfiguration(path, old, new)
+    if not here.empty:
+        plans.append(here)
+    old_by_id = {c.id: c for c in old.children}
+    new_by_id = {c.id: c for c in new.children}
+    for child_id in here.adopted:
+        before, after = old_by_id[child_id].start, new_by_id[child_id].start
+        assert isinstance(before, SupervisorSpec)
+        assert isinstance(after, SupervisorSpec)
+        plans.extend(plan_tree(before, after, join_path(path, child_id)))
+    return plans
