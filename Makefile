@@ -10,8 +10,8 @@ $(STAMP): pyproject.toml scripts/bootstrap
 	./scripts/bootstrap
 	@touch $@
 
-run: $(STAMP)  ## the demo tree in the foreground; Ctrl-C stops it
-	$(PY) -m corral.demo
+run: $(STAMP)  ## the daemon in the foreground on the demo tree (or CONFIG=file); Ctrl-C stops it
+	$(VENV)/bin/corral run $(CONFIG)
 
 test: $(STAMP)  ## the whole suite, both backends, coverage >= 95% of corral/
 	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -p no:cacheprovider \

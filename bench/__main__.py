@@ -24,10 +24,12 @@ import anyio
 import attrs
 import trio
 
-from bench import message, population, restart
+from bench import control, message, population, restart
 from bench.report import (
     BYTES,
+    MEBIBYTES,
     MICROSECONDS,
+    MILLISECONDS,
     PER_SECOND,
     SECONDS,
     Bound,
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 BACKENDS: Final = ("asyncio", "trio")
-BENCHMARKS: Final = ("restart", "cast", "call", "memory", "lifecycle")
+BENCHMARKS: Final = ("restart", "cast", "call", "memory", "lifecycle", "control")
 
 KIB: Final = 1024
 
@@ -58,10 +60,34 @@ class Sizes:
     calls: int
     actors: int  # for memory and for start/stop
     rounds: int  # restart and throughput alternate raw and corral this often; the best counts
+    daemon_actors: int  # in the daemon for the control-socket benchmark
+    statuses: int
+    pings: int
+    commands: int
 
 
-FULL: Final = Sizes(crashes=10_000, casts=1_000_000, calls=100_000, actors=100_000, rounds=3)
-QUICK: Final = Sizes(crashes=1_000, casts=50_000, calls=5_000, actors=5_000, rounds=1)
+FULL: Final = Sizes(
+    crashes=10_000,
+    casts=1_000_000,
+    calls=100_000,
+    actors=100_000,
+    rounds=3,
+    daemon_actors=10_000,
+    statuses=100,
+    pings=10_000,
+    commands=1_000,
+)
+QUICK: Final = Sizes(
+    crashes=1_000,
+    casts=50_000,
+    calls=5_000,
+    actors=5_000,
+    rounds=1,
+    daemon_actors=1_000,
+    statuses=10,
+    pings=500,
+    commands=50,
+)
 
 
 def _corral(backend: str, fn: Callable[[int], Awaitable[T]], n: int) -> T:
@@ -177,12 +203,53 @@ def bench_lifecycle(backend: str, sizes: Sizes) -> list[Row]:
     ]
 
 
+def bench_control(backend: str, sizes: Sizes) -> list[Row]:
+    n = sizes.daemon_actors
+    ours = control.measure_corral(backend, n, sizes.statuses, sizes.pings, sizes.commands)
+    raw = control.measure_raw(backend, n, ours.status_bytes, sizes.statuses, sizes.pings)
+    size = f"{n:,} actors, {ours.status_bytes / 1024:,.0f} KiB"
+    return [
+        Row(
+            f"daemon: status of the whole tree ({size}), median",
+            backend,
+            median(ours.status_latencies),
+            median(raw.status_latencies),
+            MILLISECONDS,
+            Target(Bound.BELOW, 0.1),
+        ),
+        Row(
+            "daemon: ping round trips over the socket",
+            backend,
+            ours.pings_per_second,
+            raw.pings_per_second,
+            PER_SECOND,
+            Target(Bound.RATIO_AT_LEAST, 0.5),
+        ),
+        Row(
+            "daemon: restart commands (raw: its ping round trips)",
+            backend,
+            ours.commands_per_second,
+            raw.pings_per_second,
+            PER_SECOND,
+        ),
+        Row(
+            f"daemon: resident memory with {n:,} actors",
+            backend,
+            ours.rss,
+            raw.rss,
+            MEBIBYTES,
+            Target(Bound.RATIO_AT_MOST, 1.5),
+        ),
+    ]
+
+
 RUNNERS: Final[dict[str, Callable[[str, Sizes], list[Row]]]] = {
     "restart": bench_restart,
     "cast": bench_cast,
     "call": bench_call,
     "memory": bench_memory,
     "lifecycle": bench_lifecycle,
+    "control": bench_control,
 }
 
 

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 __all__ = (
     "BYTES",
+    "MEBIBYTES",
     "MICROSECONDS",
+    "MILLISECONDS",
     "PER_SECOND",
     "SECONDS",
     "Bound",
@@ -45,6 +47,8 @@ class Unit:
 
 
 MICROSECONDS: Final = Unit("µs", 1e6, 1)
+MILLISECONDS: Final = Unit("ms", 1e3, 1)
+MEBIBYTES: Final = Unit("MiB", 1 / 2**20, 1)
 PER_SECOND: Final = Unit("k/s", 1e-3, 1)
 BYTES: Final = Unit("KiB", 1 / 1024, 2)
 SECONDS: Final = Unit("s", 1.0, 2)

@@ -19,7 +19,7 @@ from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.registry import Registry
 from corral.actors.waiter import waiter_factory
 from corral.errors import StartError, SupervisorGaveUpError, UnknownPathError
-from corral.supervisors.events import EventBus, SupervisorEscalated
+from corral.supervisors.events import EventBus, Observer, SupervisorEscalated
 from corral.supervisors.runtime import Outcome, Supervisor, SupervisorStatistics, _Op
 from corral.supervisors.spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
 
@@ -318,6 +318,7 @@ async def open_tree(
     random: Callable[[], float] | None = None,
     dead_letters: int = 1000,
     held: Iterable[str] = (),
+    observers: Iterable[Observer] = (),
 ) -> AsyncIterator[Tree]:
     """Start *spec*'s tree (children in order, each ready before the next) and yield it.
 
@@ -327,12 +328,16 @@ async def open_tree(
         dead_letters: how many dead letters the tree keeps (counts are kept for all).
         held: paths of children an operator stopped: they are not started (see
             ``SupervisorRef.terminate_child``); ``Tree.held`` is the current set.
+        observers: subscribed to ``Tree.events`` before anything starts, so they see the
+            boot too.
 
     Raises:
         StartError: a child failed to start; nothing is left running.
         SupervisorGaveUpError: the root gave up while the block ran (the block is cancelled).
     """
     services = TreeServices(random=random or _random.random, dead_letters=dead_letters, held=held)
+    for observer in observers:
+        services.bus.subscribe(observer)
     tree = Tree(spec, services)
     ready = Call(None, services.new_waiter)
     leaf: BaseException | None = None

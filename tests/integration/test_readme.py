@@ -27,3 +27,22 @@ def test_readme_examples_run(backend: str, capsys: pytest.CaptureFixture[str]) -
     assert "> hello" in out  # the logger actor printed the call it answered
     assert "SupervisorStatistics(path='/'" in out
     assert callable(namespace["main"])
+
+
+def test_readme_config_example_is_valid_up_to_its_imports() -> None:
+    """The README's reference config decodes key by key; only its example app is missing."""
+    import msgspec
+
+    from corral.daemon import config
+
+    blocks = re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    assert len(blocks) == 1
+    decoded = msgspec.toml.decode(blocks[0], type=config.Config)
+    assert [c.id for c in decoded.supervisor.children] == ["api", "pipeline", "sessions"]
+    expected = (
+        "README.md: cannot import 'myapp.api:Server': ModuleNotFoundError: No module named"
+        " 'myapp' at $.supervisor.children[0].start"
+    )
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(blocks[0], "README.md")
+    assert str(caught.value) == expected

@@ -1,0 +1,518 @@
+"""``corral``: run the daemon, and see and steer a running one over its control socket.
+
+Exit codes follow systemctl's (LSB) habits: 0 ok, 1 error, 2 usage, 3 a child is not running
+(``status PATH``), 4 the daemon cannot be reached (not running, or permission denied).
+``corral run`` has its own (``main.ExitCode``). Errors go to stderr and say what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import grp
+import json
+import os
+import pwd
+import socket
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final, NoReturn
+
+import msgspec
+
+from corral.daemon import protocol
+from corral.daemon.config import ConfigError, load
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+__all__ = ("Client", "Exit", "Unreachable", "main", "render_status")
+
+
+class Exit(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    NOT_RUNNING = 3
+    UNREACHABLE = 4
+
+
+SOCKET_ENV: Final = "CORRAL_SOCKET"
+DEFAULT_SOCKETS: Final = (Path("run/control.sock"), Path("/run/corral/control.sock"))
+TIMEOUT: Final = 60.0  # a command answers when its child has stopped or started: be patient
+
+
+class Unreachable(Exception):  # the daemon is: "corral: Unreachable(...)" reads well
+    """The daemon's socket cannot be used; the message says why and what to do."""
+
+
+class Failed(Exception):
+    """The daemon answered with an error."""
+
+    def __init__(self, error: protocol.ErrorInfo) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def default_socket() -> Path:
+    """``$CORRAL_SOCKET``, else ``./run/control.sock`` if it exists, else systemd's path."""
+    env = os.environ.get(SOCKET_ENV)
+    if env:
+        return Path(env)
+    for path in DEFAULT_SOCKETS:
+        if path.exists():
+            return path
+    return DEFAULT_SOCKETS[-1]
+
+
+class Client:
+    """A blocking connection to a daemon: one request, one response line."""
+
+    def __init__(self, path: Path, timeout: float = TIMEOUT) -> None:
+        self.path = path
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(os.fspath(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            msg = (
+                f"the daemon is not running at {path} (start it with `corral run` or"
+                " `systemctl start corral`, or pick another with --socket)"
+            )
+            raise Unreachable(msg) from None
+        except PermissionError:
+            sock.close()
+            raise Unreachable(_permission_help(path)) from None
+        except OSError as exc:
+            sock.close()
+            msg = f"cannot connect to {path}: {exc.strerror or exc}"
+            raise Unreachable(msg) from None
+        self._sock = sock
+        self._file = sock.makefile("rb")
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def send(self, request: protocol.Request) -> None:
+        self._sock.sendall(protocol.encode(request))
+
+    def receive(self) -> bytes:
+        try:
+            line = self._file.readline(protocol.MAX_FRAME * 64)
+        except TimeoutError:
+            msg = f"the daemon at {self.path} did not answer within {self._sock.gettimeout()} s"
+            raise Unreachable(msg) from None
+        if not line:
+            msg = f"the daemon at {self.path} closed the connection (is it stopping?)"
+            raise Unreachable(msg)
+        return line
+
+    def call(self, request: protocol.Request) -> Any:
+        """Send *request*; the result, or ``Failed`` with the daemon's error."""
+        self.send(request)
+        response = protocol.decode_response(self.receive())
+        if not response.ok:
+            assert response.error is not None
+            if response.error.code == protocol.Code.FORBIDDEN:
+                msg = f"{self.path}: {response.error.message}"
+                raise Unreachable(msg)
+            raise Failed(response.error)
+        return response.result
+
+    def stream(self) -> Iterator[dict[str, Any]]:
+        """Event lines until the daemon closes the connection."""
+        self._sock.settimeout(None)
+        for line in self._file:
+            yield json.loads(line)
+
+
+def _permission_help(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError:  # pragma: no cover  # connect said permission denied; stat usually works
+        return f"permission denied on {path}"
+    owner = _name(pwd.getpwuid, st.st_uid)
+    if st.st_mode & stat.S_IWGRP:
+        group = _name(grp.getgrgid, st.st_gid)
+        return (
+            f"permission denied on {path}: members of group {group!r} may use it"
+            f" (sudo usermod -aG {group} $USER, then log in again), or run as {owner!r}"
+        )
+    return f"permission denied on {path}: only {owner!r} (and root) may use it"
+
+
+def _name(lookup: Callable[[int], Any], ident: int) -> str:
+    try:
+        return str(lookup(ident)[0])
+    except KeyError:
+        return str(ident)
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+_COLOURS: Final = {
+    "running": "\x1b[32m",  # green
+    "starting": "\x1b[33m",  # yellow
+    "stopping": "\x1b[33m",
+    "backoff": "\x1b[33m",
+    "failed": "\x1b[31m",  # red
+    "stopped": "\x1b[90m",  # grey
+}
+_RESET: Final = "\x1b[0m"
+
+
+def _use_colour(stream: IO[str]) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def duration(seconds: float) -> str:
+    """``3d 4h``, ``2h 5m``, ``5m 3s``, ``4.2s``: two units at most."""
+    if round(seconds, 1) < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s"
+
+
+def _counts(node: dict[str, Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for child in node.get("children") or ():
+        counts[child["state"]] = counts.get(child["state"], 0) + 1
+        for state, n in _counts(child).items():
+            counts[state] = counts.get(state, 0) + n
+    return counts
+
+
+def render_status(node: dict[str, Any], *, colour: bool) -> list[str]:
+    """The tree at *node* for a person: one line per child, like ``systemctl status``."""
+    counts = _counts(node)
+    total = sum(counts.values())
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    lines = [f"{_dot(node['state'], colour)} {node['path']}  {_describe(node)}"]
+    if node.get("children") is not None:
+        lines[0] += f"  ({total} below: {summary or 'none'})"
+    lines.extend(_render_children(node, "", colour))
+    return lines
+
+
+def _render_children(node: dict[str, Any], indent: str, colour: bool) -> Iterator[str]:
+    children = node.get("children") or []
+    width = max((len(c["path"].rsplit("/", 1)[1]) for c in children), default=0)
+    for n, child in enumerate(children):
+        last = n == len(children) - 1
+        name = child["path"].rsplit("/", 1)[1]
+        branch = "└─" if last else "├─"
+        yield f"{indent}{branch} {_dot(child['state'], colour)} {name:<{width}}  {_describe(child)}"
+        yield from _render_children(child, indent + ("   " if last else "│  "), colour)
+
+
+def _dot(state: str, colour: bool) -> str:
+    return f"{_COLOURS.get(state, '')}●{_RESET}" if colour else "●"
+
+
+def _describe(node: dict[str, Any]) -> str:
+    parts = [f"{node['state']:<8}"]
+    if node.get("uptime") is not None:
+        parts.append(f"up {duration(node['uptime'])}")
+    if node.get("next_restart_in") is not None:
+        parts.append(f"restart in {duration(node['next_restart_in'])}")
+    if node.get("restarts"):
+        parts.append(f"restarts {node['restarts']}")
+    if node.get("held"):
+        parts.append("stopped by operator")
+    if node.get("strategy"):
+        parts.append(
+            f"{node['strategy']}, budget {node['restarts_remaining']}/{node['intensity']}"
+            f" per {node['period']:g}s"
+        )
+    if node.get("mailbox_depth"):
+        parts.append(f"mailbox {node['mailbox_depth']}/{node['mailbox_capacity']}")
+    if node.get("dead_letters"):
+        parts.append(f"dead letters {node['dead_letters']}")
+    if node.get("last_exit") and node["state"] != "running":
+        error = node.get("last_error")
+        parts.append(f"last exit: {node['last_exit']}" + (f" {error}" if error else ""))
+    return "  ".join(parts)
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f".{int(at % 1 * 1000):03d}"
+
+
+def render_why(why: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{why['path']}: {why['state']}"
+        + (" (stopped by an operator; `corral start` to run it)" if why["held"] else ""),
+        f"  restarts: {why['restarts']}",
+    ]
+    if why.get("next_restart_in") is not None:
+        lines.append(f"  next restart in: {duration(why['next_restart_in'])}")
+    lines.append(
+        f"  supervisor {why['supervisor']} ({why['strategy']}): {why['restarts_remaining']} of"
+        f" {why['intensity']} restarts left within {why['period']:g}s before it gives up"
+    )
+    if why.get("dead_letters"):
+        lines.append(f"  dead letters: {why['dead_letters']} (corral dead-letters {why['path']})")
+    exits = why["exits"]
+    if not exits:
+        lines.append("  no exits recorded")
+    for n, exit_ in enumerate(reversed(exits)):
+        label = "last exit" if n == 0 else "earlier"
+        lines.append(f"  {label}: {_when(exit_['at'])} {exit_['kind']}")
+        if exit_.get("traceback"):
+            lines.extend("    " + line for line in exit_["traceback"].rstrip().splitlines())
+    return lines
+
+
+def render_event(ev: dict[str, Any]) -> str:
+    details = [
+        f"{k}={ev[k]}"
+        for k in ("restarts", "exit", "exception", "delay", "reason")
+        if ev.get(k) is not None
+    ]
+    return f"{_when(ev['at'])} {ev['event']:<24} {ev['path']}  {' '.join(details)}".rstrip()
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.socket or default_socket())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from corral.daemon.main import run  # only `run` needs the daemon
+
+    return int(run(args.config, backend=args.backend))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        loaded = load(args.config)
+    except ConfigError as exc:
+        print(f"corral: {exc}", file=sys.stderr)
+        return Exit.ERROR
+    print(f"{args.config}: valid ({len(loaded.spec.children)} children under the root)")
+    return Exit.OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        node = client.call(protocol.Status(path=args.path))
+    if args.json:
+        _print_json(node)
+    else:
+        print("\n".join(render_status(node, colour=_use_colour(sys.stdout))))
+    if args.path not in ("/", "") and node["state"] != "running":
+        return Exit.NOT_RUNNING
+    return Exit.OK
+
+
+def _action(request: protocol.Request) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        with _client(args) as client:
+            done = client.call(request_for(args))
+        print(f"{done['path']}: {done['done']}")
+        if done.get("warning"):
+            print(f"corral: warning: {done['warning']}", file=sys.stderr)
+        return Exit.OK
+
+    def request_for(args: argparse.Namespace) -> protocol.Request:
+        fields = {f: getattr(args, f) for f in request.__struct_fields__ if hasattr(args, f)}
+        return msgspec.structs.replace(request, **fields)
+
+    return command
+
+
+def cmd_start_child(args: argparse.Namespace) -> int:
+    try:
+        child_args = json.loads(args.args)
+    except json.JSONDecodeError as exc:
+        return _usage(f"--args must be a JSON object: {exc}")
+    if not isinstance(child_args, dict):
+        return _usage("--args must be a JSON object, e.g. '{\"port\": 8080}'")
+    request = protocol.StartChild(supervisor=args.supervisor, id=args.id, args=child_args)
+    with _client(args) as client:
+        done = client.call(request)
+    print(f"{done['path']}: {done['done']}")
+    return Exit.OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.call(protocol.Reload(dry_run=args.dry_run))
+    verb = "would" if args.dry_run else "did"
+    print(f"reload of {result['source']}: {verb} apply {len(result['changes'])} change(s)")
+    for line in result["changes"]:
+        print(f"  {line}")
+    for line in result.get("notes") or ():
+        print(f"  note: {line}")
+    for line in result.get("failures") or ():
+        print(f"corral: failed: {line}", file=sys.stderr)
+    return Exit.ERROR if result.get("failures") else Exit.OK
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        why = client.call(protocol.Why(path=args.path))
+    if args.json:
+        _print_json(why)
+    else:
+        print("\n".join(render_why(why)))
+    return Exit.OK
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        recent = client.call(protocol.Events(recent=args.recent, follow=args.follow))
+        for ev in recent:
+            print(json.dumps(ev) if args.json else render_event(ev), flush=True)
+        if args.follow:
+            try:
+                for ev in client.stream():
+                    print(json.dumps(ev) if args.json else render_event(ev), flush=True)
+            except KeyboardInterrupt:
+                return Exit.OK
+    return Exit.OK
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        letters = client.call(protocol.DeadLetters(path=args.path, limit=args.limit))
+    if args.json:
+        _print_json(letters)
+        return Exit.OK
+    if not letters:
+        print("no dead letters")
+    for letter in letters:
+        cause = f" {letter['exception']}" if letter.get("exception") else ""
+        print(
+            f"{_when(letter['at'])} {letter['path']} {letter['reason']}{cause}: {letter['message']}"
+        )
+    return Exit.OK
+
+
+def cmd_shutdown(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        done = client.call(protocol.Shutdown())
+    print(done["done"])
+    return Exit.OK
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from corral.daemon.main import version_string
+
+    print(f"corral {version_string()}")
+    with _client(args) as client:
+        pong = client.call(protocol.Ping())
+    print(
+        f"daemon {pong['version']} (pid {pong['pid']}, {pong['backend']}, up"
+        f" {duration(pong['uptime'])}, config {pong['config']})"
+    )
+    return Exit.OK
+
+
+def _usage(message: str) -> NoReturn:
+    print(f"corral: {message}", file=sys.stderr)
+    raise SystemExit(Exit.USAGE)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="corral",
+        description="A supervisor daemon for Python actors: run it, see it, steer it.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 child not running, 4 daemon unreachable.",
+    )
+    top.add_argument(
+        "--socket",
+        type=Path,
+        help=f"the daemon's control socket (default: ${SOCKET_ENV}, ./run/control.sock if it"
+        " exists, else /run/corral/control.sock)",
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], text: str) -> Any:
+        p = sub.add_parser(name, help=text, description=text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("run", cmd_run, "run the daemon in the foreground (the demo tree without CONFIG)")
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="the TOML file")
+    p.add_argument("--backend", choices=("asyncio", "trio"), help="overrides the config's")
+    p = add("check", cmd_check, "validate a config file without starting anything")
+    p.add_argument("config", metavar="CONFIG")
+    p = add(
+        "status", cmd_status, "the tree (or the subtree at PATH); exit 3 if PATH is not running"
+    )
+    p.add_argument("path", nargs="?", default="/", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="the same data as JSON")
+    for name, request, text in (
+        ("start", protocol.Start(path="/"), "start a stopped child"),
+        ("stop", protocol.Stop(path="/"), "stop a child; it stays stopped until `corral start`"),
+        ("restart", protocol.Restart(path="/"), "stop and start a child (not counted as a crash)"),
+        ("kill", protocol.Kill(path="/"), "crash a running child, as a drill of its supervisor"),
+        ("terminate-child", protocol.TerminateChild(path="/"), "OTP's terminate_child"),
+        ("delete-child", protocol.DeleteChild(path="/"), "OTP's delete_child (a stopped child)"),
+    ):
+        p = add(name, _action(request), text)
+        p.add_argument("path", metavar="PATH")
+        if name == "kill":
+            p.add_argument("--reason", default="killed by an operator", help="the crash's text")
+    p = add("start-child", cmd_start_child, "start a child of a dynamic supervisor")
+    p.add_argument("supervisor", metavar="SUPERVISOR")
+    p.add_argument("--id", help="the child's id (default: the next number)")
+    p.add_argument("--args", default="{}", help="JSON object merged into the template's args")
+    p = add("reload", cmd_reload, "re-read the config file and apply the difference")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p = add("why", cmd_why, "why a child is in its state: exits, tracebacks, restart budget")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--json", action="store_true")
+    p = add("events", cmd_events, "recent lifecycle events; --follow for new ones as they come")
+    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("--recent", type=int, default=20, help="how many past events (default 20)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = add("dead-letters", cmd_dead_letters, "messages that were not handled")
+    p.add_argument("path", nargs="?", metavar="PATH", help="only those of PATH (or below it)")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+    add("shutdown", cmd_shutdown, "stop the tree in reverse order and the daemon")
+    add("version", cmd_version, "the CLI's and the daemon's versions")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except Unreachable as exc:
+        print(f"corral: {exc}", file=sys.stderr)
+        return Exit.UNREACHABLE
+    except Failed as exc:
+        target = getattr(args, "path", None) or getattr(args, "supervisor", None) or args.command
+        print(f"corral: {target}: ERROR ({exc.error.code}) {exc.error.message}", file=sys.stderr)
+        return Exit.ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""The daemon's TOML file: decoded by msgspec (shape), then converted to specs (meaning).
+
+Two passes, like OTP's ``check_childspec``. Decoding checks every key and type against the
+Structs below (unknown keys are errors); conversion checks what a type cannot say: which keys
+go with which kind of child, duplicate ids, OTP's bad combinations, and that every ``start``
+target imports and is something corral can run. Nothing starts until both passes are clean,
+and every error names the file, what was expected and the key path::
+
+    corral.toml: expected "one-for-one", "one-for-all" or "rest-for-one", got "one_for_one"
+    at $.supervisor.children[2].strategy
+
+The file (keys are kebab-case)::
+
+    [daemon]                      # all optional
+    control-socket = "/run/corral/control.sock"
+    state-directory = "/var/lib/corral"
+
+    [supervisor]                  # the root: strategy, intensity, period, auto-shutdown
+    strategy = "one-for-one"
+
+    [[supervisor.children]]       # a worker
+    id = "ticker"
+    start = "corral.demo:ticker"
+    args = { interval = 1.0 }
+
+    [[supervisor.children]]       # a supervisor: children, or child + max-children (dynamic)
+    id = "group"
+    type = "supervisor"
+    strategy = "rest-for-one"
+    children = [ { id = "leader", start = "corral.demo:Leader" } ]
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import inspect
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, get_args
+
+import attrs
+import msgspec
+
+from corral.actors.actor import Actor
+from corral.errors import CorralError, SpecError
+from corral.supervisors.spec import (
+    AutoShutdown,
+    Backoff,
+    ChildSpec,
+    ChildType,
+    DynamicSupervisorSpec,
+    MailboxSpec,
+    Overflow,
+    RestartType,
+    Strategy,
+    SupervisorSpec,
+)
+
+__all__ = (
+    "DEMO",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "LoadedConfig",
+    "load",
+    "load_demo",
+    "parse",
+)
+
+DEMO: Final = "corral:demo.toml"  # how the embedded demo config is named in messages
+
+
+class ConfigError(CorralError, ValueError):
+    """The config file is unreadable or invalid; ``.source`` names it, ``.at`` the key path."""
+
+    def __init__(self, source: str, message: str, at: str | None = None) -> None:
+        self.source = source
+        self.at = at
+        super().__init__(f"{source}: {message}" + (f" at {at}" if at else ""))
+
+
+# -- pass 1: the shape ---------------------------------------------------------------------
+
+
+class Base(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    """Config base: unknown keys are errors (typos fail loudly)."""
+
+
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+StrategyName = Literal["one-for-one", "one-for-all", "rest-for-one"]
+RestartName = Literal["permanent", "transient", "temporary"]
+AutoShutdownName = Literal["never", "any-significant", "all-significant"]
+OverflowName = Literal["block", "drop-newest", "reject"]
+Shutdown = Seconds | Literal["brutal", "infinity"]
+
+
+class BackoffConfig(Base, frozen=True):
+    """Restart delays (see ``corral.Backoff``)."""
+
+    initial: Seconds = 0.1
+    cap: Seconds = 30.0
+    multiplier: Annotated[float, msgspec.Meta(ge=1)] = 2.0
+    jitter: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
+    reset_after: Seconds = 60.0
+
+
+class MailboxConfig(Base, frozen=True):
+    capacity: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    overflow: OverflowName = "block"
+
+
+class ChildConfig(Base, frozen=True):
+    """A child. Workers use ``start``/``args``/``mailbox``; supervisors the flags and either
+    ``children`` or (dynamic) ``child`` and ``max-children``. None means "not given"."""
+
+    id: str
+    type: Literal["worker", "supervisor"] = "worker"
+    start: str | None = None
+    args: dict[str, Any] | None = None
+    restart: RestartName = "permanent"
+    shutdown: Shutdown | None = None
+    significant: bool = False
+    backoff: BackoffConfig | None = None
+    mailbox: MailboxConfig | None = None
+    strategy: StrategyName | None = None
+    intensity: Count | None = None
+    period: Positive | None = None
+    auto_shutdown: AutoShutdownName | None = None
+    children: list[ChildConfig] | None = None
+    child: ChildConfig | None = None
+    max_children: Count | None = None
+
+
+class SupervisorConfig(Base, frozen=True):
+    """The root supervisor (OTP's defaults: at most 1 restart in 5 seconds)."""
+
+    strategy: StrategyName = "one-for-one"
+    intensity: Count = 1
+    period: Positive = 5.0
+    auto_shutdown: AutoShutdownName = "never"
+    children: list[ChildConfig] = msgspec.field(default_factory=list)
+
+
+class DaemonConfig(Base, frozen=True):
+    """Daemon settings; the defaults suit a developer's shell and systemd alike."""
+
+    control_socket: str | None = None  # $RUNTIME_DIRECTORY/control.sock, else ./run/control.sock
+    socket_mode: Literal[0o600, 0o660] = 0o600
+    socket_group: str | None = None  # group that owns the socket (with mode 0o660)
+    allowed_uids: list[Count] = msgspec.field(default_factory=list)  # besides root and us
+    allowed_gids: list[Count] = msgspec.field(default_factory=list)  # besides socket-group
+    state_directory: str | None = None  # $STATE_DIRECTORY, else ./state
+    backend: Literal["asyncio", "trio"] = "asyncio"
+    log_format: Literal["auto", "text", "json"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_listen: str = "127.0.0.1:9810"  # host:port; "" turns the listener off
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 64
+    idle_timeout: Positive = 300.0  # a silent control connection is closed after this
+    dead_letters: Annotated[int, msgspec.Meta(ge=0)] = 1000  # kept for `corral dead-letters`
+
+    def socket_path(self) -> Path:
+        if self.control_socket:
+            return Path(self.control_socket)
+        runtime = os.environ.get("RUNTIME_DIRECTORY")
+        return Path(runtime.split(":")[0] if runtime else "run") / "control.sock"
+
+    def state_path(self) -> Path:
+        if self.state_directory:
+            return Path(self.state_directory)
+        state = os.environ.get("STATE_DIRECTORY")
+        return Path(state.split(":")[0] if state else "state")
+
+
+class Config(Base, frozen=True):
+    """The whole file."""
+
+    supervisor: SupervisorConfig
+    daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
+
+
+def _quoted(choices: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f'"{c}"' for c in choices)
+
+
+# What is allowed, by key name, for messages about a value that is not.
+_CHOICES: Final = {
+    "strategy": _quoted(get_args(StrategyName)),
+    "restart": _quoted(get_args(RestartName)),
+    "auto-shutdown": _quoted(get_args(AutoShutdownName)),
+    "overflow": _quoted(get_args(OverflowName)),
+    "type": _quoted(("worker", "supervisor")),
+    "backend": _quoted(("asyncio", "trio")),
+    "log-format": _quoted(("auto", "text", "json")),
+    "log-level": _quoted(("debug", "info", "warning", "error")),
+    "shutdown": ("a number of seconds >= 0", '"brutal"', '"infinity"'),
+    "socket-mode": ("0o600", "0o660"),
+}
+_MSGSPEC_ERROR = re.compile(r"^(?P<what>.*?)(?: - at `(?P<at>[^`]*)`)?$")
+_ENUM_VALUE = re.compile(r"^Invalid enum value (?P<value>.*)$")
+_WRONG_TYPE = re.compile(r"^Expected `[^`]*`, got `(?P<found>[^`]*)`$")
+
+
+@attrs.frozen
+class LoadedConfig:
+    """A valid config: its settings and the root spec built from it."""
+
+    source: str
+    config: Config
+    spec: SupervisorSpec
+
+    @property
+    def daemon(self) -> DaemonConfig:
+        return self.config.daemon
+
+
+def load(path: str | os.PathLike[str]) -> LoadedConfig:
+    """Read, decode and convert the file at *path*.
+
+    Raises:
+        ConfigError: unreadable or invalid, with the file and the key path in its message.
+    """
+    source = os.fspath(path)
+    try:
+        data = Path(source).read_bytes()
+    except OSError as exc:
+        raise ConfigError(source, f"cannot read the config: {exc.strerror}") from None
+    return parse(data, source)
+
+
+def load_demo() -> LoadedConfig:
+    """The embedded demo tree (``corral run`` without a file)."""
+    data = importlib.resources.files("corral.daemon").joinpath("demo.toml").read_bytes()
+    return parse(data, DEMO)
+
+
+def parse(data: bytes | str, source: str) -> LoadedConfig:
+    """Decode and convert TOML *data*; *source* names it in errors."""
+    try:
+        config = msgspec.toml.decode(data, type=Config)
+    except msgspec.ValidationError as exc:
+        raise _shape_error(source, str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(source, f"not valid TOML: {exc}") from None
+    converter = _Converter(source)
+    converter.daemon(config.daemon)
+    return LoadedConfig(source, config, converter.root(config.supervisor))
+
+
+def _shape_error(source: str, text: str) -> ConfigError:
+    """msgspec's message, in the config's words: TOML has no null, keys are quoted."""
+    match = _MSGSPEC_ERROR.match(text)
+    assert match is not None  # the pattern matches any text
+    what, at = match["what"], match["at"] or "$"  # msgspec names no path for the top level
+    key = at.rsplit(".", 1)[-1]
+    enum = _ENUM_VALUE.match(what)
+    wrong = _WRONG_TYPE.match(what)
+    if enum is not None and key in _CHOICES:
+        value = enum["value"]
+        if key == "socket-mode" and value.isdigit():
+            value = f"0o{int(value):o}"
+        what = f"expected {_either(_CHOICES[key])}, got {value}"
+    elif wrong is not None and key in _CHOICES:
+        what = f"expected {_either(_CHOICES[key])}, got a {wrong['found']}"
+    elif what.startswith("Object contains unknown field"):
+        name = what.split("`")[1]
+        what = f"unknown key {name!r} (keys are kebab-case; see the README for the list)"
+    elif what.startswith("Object missing required field"):
+        name = what.split("`")[1]
+        what = f"missing required key {name!r}"
+    else:
+        what = what.replace(" | null", "").replace("`object`", "a table")
+        what = what[0].lower() + what[1:]
+    return ConfigError(source, what, at)
+
+
+def _either(choices: tuple[str, ...]) -> str:
+    return ", ".join(choices[:-1]) + f" or {choices[-1]}"
+
+
+# -- pass 2: the meaning ---------------------------------------------------------------------
+
+_WORKER_ONLY: Final = ("start", "args", "mailbox")
+_SUPERVISOR_ONLY: Final = (
+    "strategy",
+    "intensity",
+    "period",
+    "auto_shutdown",
+    "children",
+    "child",
+    "max_children",
+)
+
+
+def _key(field: str) -> str:
+    return field.replace("_", "-")
+
+
+@attrs.define
+class _Converter:
+    source: str
+
+    def fail(self, message: str, at: str) -> ConfigError:
+        return ConfigError(self.source, message, at)
+
+    def daemon(self, config: DaemonConfig) -> None:
+        listen = config.metrics_listen
+        if listen:
+            host, colon, port = listen.rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                msg = f'expected "host:port" (or "" for no listener), got {listen!r}'
+                raise self.fail(msg, "$.daemon.metrics-listen")
+        if config.socket_group is not None and config.socket_mode != 0o660:
+            msg = "a socket-group needs socket-mode = 0o660 (the group must be able to connect)"
+            raise self.fail(msg, "$.daemon.socket-mode")
+
+    def root(self, config: SupervisorConfig) -> SupervisorSpec:
+        at = "$.supervisor"
+        children = self.children(config.children, f"{at}.children")
+        try:
+            return SupervisorSpec(
+                children,
+                strategy=Strategy(config.strategy),
+                intensity=config.intensity,
+                period=config.period,
+                auto_shutdown=AutoShutdown(config.auto_shutdown),
+            )
+        except SpecError as exc:
+            raise self.fail(str(exc), at) from None
+
+    def children(self, configs: list[ChildConfig], at: str) -> tuple[ChildSpec, ...]:
+        seen: dict[str, int] = {}
+        specs = []
+        for index, child in enumerate(configs):
+            if child.id in seen:
+                msg = f"child id {child.id!r} is defined twice ([{seen[child.id]}] and [{index}])"
+                raise self.fail(msg, f"{at}[{index}].id")
+            seen[child.id] = index
+            specs.append(self.child(child, f"{at}[{index}]"))
+        return tuple(specs)
+
+    def child(self, config: ChildConfig, at: str) -> ChildSpec:
+        is_supervisor = config.type == "supervisor"
+        wrong = _SUPERVISOR_ONLY if not is_supervisor else _WORKER_ONLY
+        for field in wrong:
+            if getattr(config, field) is not None:
+                kind = "supervisor" if is_supervisor else "worker"
+                msg = (
+                    f"key {_key(field)!r} does not apply to a {kind}"
+                    f" (child {config.id!r} has type = {config.type!r})"
+                )
+                raise self.fail(msg, f"{at}.{_key(field)}")
+        if is_supervisor:
+            start: Any = self.supervisor(config, at)
+        else:
+            start = self.target(config, at)
+            self.check_args(config, start, f"{at}.args")
+        options: dict[str, Any] = {}
+        if config.shutdown is not None:
+            options["shutdown"] = config.shutdown
+        if config.backoff is not None:
+            options["backoff"] = Backoff(**msgspec.structs.asdict(config.backoff))
+        if config.mailbox is not None:
+            options["mailbox"] = MailboxSpec(
+                config.mailbox.capacity, Overflow(config.mailbox.overflow)
+            )
+        try:
+            return ChildSpec(
+                config.id,
+                start,
+                args=config.args or {},
+                restart=RestartType(config.restart),
+                type=ChildType(config.type),
+                significant=config.significant,
+                **options,
+            )
+        except SpecError as exc:
+            raise self.fail(str(exc), at) from None
+
+    def supervisor(self, config: ChildConfig, at: str) -> SupervisorSpec | DynamicSupervisorSpec:
+        flags: dict[str, Any] = {}
+        if config.intensity is not None:
+            flags["intensity"] = config.intensity
+        if config.period is not None:
+            flags["period"] = config.period
+        if config.child is not None:
+            for field in ("children", "strategy", "auto_shutdown"):
+                if getattr(config, field) is not None:
+                    msg = (
+                        f"key {_key(field)!r} does not apply to a dynamic supervisor"
+                        " (one with a child template): it is one-for-one, never shuts down"
+                    )
+                    raise self.fail(msg, f"{at}.{_key(field)}")
+            template = self.child(config.child, f"{at}.child")
+            try:
+                return DynamicSupervisorSpec(template, max_children=config.max_children, **flags)
+            except SpecError as exc:
+                raise self.fail(str(exc), at) from None
+        if config.max_children is not None:
+            msg = "key 'max-children' needs a dynamic supervisor (one with a 'child' template)"
+            raise self.fail(msg, f"{at}.max-children")
+        if config.children is None:
+            msg = (
+                f"supervisor {config.id!r} needs 'children' (a list of tables) or,"
+                " for a dynamic supervisor, a 'child' template"
+            )
+            raise self.fail(msg, at)
+        children = self.children(config.children, f"{at}.children")
+        try:
+            return SupervisorSpec(
+                children,
+                strategy=Strategy(config.strategy or "one-for-one"),
+                auto_shutdown=AutoShutdown(config.auto_shutdown or "never"),
+                **flags,
+            )
+        except SpecError as exc:
+            raise self.fail(str(exc), at) from None
+
+    def check_args(self, config: ChildConfig, target: object, at: str) -> None:
+        """The args must fit the target's signature: found now, not at the first start."""
+        assert callable(target)
+        signature = inspect.signature(target)
+        try:
+            if isinstance(target, type):
+                signature.bind(**(config.args or {}))
+            else:
+                signature.bind(None, **(config.args or {}))  # the Context comes first
+        except TypeError as exc:
+            plain = signature.replace(
+                parameters=[
+                    p.replace(annotation=inspect.Parameter.empty)
+                    for p in signature.parameters.values()
+                ],
+                return_annotation=inspect.Signature.empty,
+            )
+            msg = f"args do not fit {config.start}{plain}: {exc}"
+            raise self.fail(msg, at) from None
+
+    def target(self, config: ChildConfig, at: str) -> object:
+        """Import ``package.module:callable`` and check that corral can run it."""
+        at = f"{at}.start"
+        name = config.start
+        if name is None:
+            msg = f"worker {config.id!r} needs 'start' (\"package.module:callable\")"
+            raise self.fail(msg, at.rsplit(".", 1)[0])
+        module_name, colon, attribute = name.partition(":")
+        if not colon or not module_name or not attribute:
+            msg = f'expected "package.module:callable", got {name!r}'
+            raise self.fail(msg, at)
+        try:
+            target: object = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                target = getattr(target, part)
+        except Exception as exc:  # an import runs arbitrary code: any failure is reported
+            msg = f"cannot import {name!r}: {type(exc).__name__}: {exc}"
+            raise self.fail(msg, at) from None
+        runnable = (isinstance(target, type) and issubclass(target, Actor)) or (
+            inspect.iscoroutinefunction(target)
+        )
+        if not runnable:
+            msg = f"{name!r} is neither an Actor subclass nor an async function: {target!r}"
+            raise self.fail(msg, at)
+        return target

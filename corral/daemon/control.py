@@ -1,0 +1,414 @@
+"""The control socket: a Unix stream socket speaking ``protocol``'s JSON lines.
+
+Who may connect is decided twice: by the socket file's mode (0600, or 0660 with
+``socket-group``) and, for each connection, by the peer's credentials (``SO_PEERCRED``: root,
+the daemon's own user, ``allowed-uids``, and members of ``socket-group`` or
+``allowed-gids``). A refused peer gets a ``forbidden`` error and is logged.
+
+Nothing a client sends can hurt the daemon: a frame over ``MAX_FRAME``, invalid JSON, an
+unknown command or wrong types get a ``bad_request`` error; a client silent for
+``idle-timeout`` seconds, or one that does not read its answers, is disconnected; past
+``max-connections`` new clients get ``busy``. Each connection is its own task, and commands
+wait only for the supervisor of the child they touch (which serializes its children's
+commands, as OTP's does); ``status``, ``why`` and ``events`` never wait for a command.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import grp
+import logging
+import os
+import socket
+import stat
+import struct
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import anyio.abc
+import msgspec
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from corral.daemon import protocol, view
+from corral.daemon.config import ConfigError
+from corral.errors import (
+    ActorNotRunningError,
+    AlreadyPresentError,
+    AlreadyStartedError,
+    CorralError,
+    MaxChildrenError,
+    NotFoundError,
+    RestartingError,
+    RunningError,
+    SpecError,
+    StartError,
+    UnknownPathError,
+    UnsupportedError,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from corral.daemon.config import DaemonConfig
+    from corral.daemon.main import Daemon
+
+__all__ = ("ControlServer", "Peer", "peer_of")
+
+log = logging.getLogger("corral.control")
+_GONE: Final = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)  # client left
+audit = logging.getLogger("corral.audit")
+
+_SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
+_CHANGES: Final = (
+    protocol.Start,
+    protocol.Stop,
+    protocol.Restart,
+    protocol.Kill,
+    protocol.StartChild,
+    protocol.TerminateChild,
+    protocol.DeleteChild,
+    protocol.Reload,
+    protocol.Shutdown,
+)
+_CODES: Final[tuple[tuple[type[Exception], protocol.Code], ...]] = (
+    (NotFoundError, protocol.Code.NOT_FOUND),
+    (UnknownPathError, protocol.Code.NOT_FOUND),
+    (RunningError, protocol.Code.RUNNING),
+    (RestartingError, protocol.Code.RESTARTING),
+    (AlreadyPresentError, protocol.Code.ALREADY_PRESENT),
+    (AlreadyStartedError, protocol.Code.ALREADY_STARTED),
+    (ActorNotRunningError, protocol.Code.NOT_RUNNING),
+    (MaxChildrenError, protocol.Code.MAX_CHILDREN),
+    (UnsupportedError, protocol.Code.UNSUPPORTED),
+    (StartError, protocol.Code.START_FAILED),
+    (ConfigError, protocol.Code.INVALID_CONFIG),
+    (SpecError, protocol.Code.BAD_REQUEST),
+)
+_COMMANDS: Final = ", ".join(sorted(t.__struct_config__.tag for t in protocol.Request.__args__))
+
+
+class Peer(msgspec.Struct, frozen=True):
+    """Who is on the other end of a connection (``SO_PEERCRED``)."""
+
+    pid: int
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+def peer_of(sock: socket.socket) -> Peer:
+    """The credentials of *sock*'s peer, with its supplementary groups when Linux says."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", creds)
+    groups: tuple[int, ...] = ()
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, 4 * 256)
+        groups = tuple(array.array("I", raw))
+    except OSError:  # pragma: no cover  # older kernels: the primary group only
+        pass
+    return Peer(pid, uid, gid, groups)
+
+
+def _error(code: protocol.Code, message: str) -> protocol.Response:
+    return protocol.Response(ok=False, error=protocol.ErrorInfo(code, message))
+
+
+class ControlServer:
+    """Serves one daemon's commands on its control socket."""
+
+    def __init__(self, daemon: Daemon, settings: DaemonConfig) -> None:
+        self.daemon = daemon
+        self.settings = settings
+        self.path = settings.socket_path()
+        self._listener: anyio.abc.SocketListener | None = None
+        self._sock: socket.socket | None = None
+        self._accepting = anyio.CancelScope()
+        self._connections = 0
+        self._bound = False
+        self._uids = {0, os.getuid(), *settings.allowed_uids}
+        self._gids = set(settings.allowed_gids)
+
+    # -- the socket file ----------------------------------------------------------------------
+
+    async def bind(self) -> None:
+        """Create the socket with its mode from the start (no window with a looser one).
+
+        Raises:
+            DaemonError: another daemon serves it, the path is taken, or it cannot be made.
+        """
+        from corral.daemon.main import DaemonError  # main imports this module
+
+        settings = self.settings
+        gid = -1
+        if settings.socket_group is not None:
+            try:
+                gid = grp.getgrnam(settings.socket_group).gr_gid
+            except KeyError:
+                msg = f"socket-group {settings.socket_group!r} does not exist: create it or fix it"
+                raise DaemonError(msg) from None
+            self._gids.add(gid)
+        path = self.path
+        try:
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self._clear_stale(path, DaemonError)
+        except OSError as exc:
+            msg = f"cannot serve the control socket {path}: {exc.strerror or exc}"
+            raise DaemonError(msg) from None
+        sock = self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            old_umask = os.umask(0o177)  # the socket file is born 0600
+            try:
+                sock.bind(os.fspath(path))
+            finally:
+                os.umask(old_umask)
+            self._bound = True
+            if gid != -1:
+                os.chown(path, -1, gid)
+            os.chmod(path, settings.socket_mode)
+            sock.listen(128)
+        except OSError as exc:
+            self.remove()
+            msg = f"cannot serve the control socket {path}: {exc.strerror or exc}"
+            raise DaemonError(msg) from None
+        self._listener = await anyio.abc.SocketListener.from_socket(sock)
+
+    @staticmethod
+    def _clear_stale(path: Path, error: type[Exception]) -> None:
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            msg = f"{path} exists and is not a socket: remove it or choose another control-socket"
+            raise error(msg)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(os.fspath(path))
+        except OSError:
+            path.unlink()  # left by a daemon that died: nobody listens
+            return
+        finally:
+            probe.close()
+        msg = f"another daemon already serves {path}: stop it, or choose another control-socket"
+        raise error(msg)
+
+    def remove(self) -> None:
+        """Close the listening socket and remove its file (only if this server made it)."""
+        if self._sock is not None:
+            self._sock.close()  # closing twice (after the listener did) is harmless
+        if self._bound:
+            self._bound = False
+            self.path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Stop accepting connections (open ones are still answered)."""
+        self._accepting.cancel()
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Accept connections until ``close``; those open go on until the daemon ends."""
+        listener = self._listener
+        assert listener is not None  # bind() first
+        async with anyio.create_task_group() as tg:
+            with self._accepting:
+                async with listener:
+                    while True:
+                        stream = await listener.accept()
+                        tg.start_soon(self._connection, stream)
+
+    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)  # noqa: S610  # anyio, not Django
+            peer = peer_of(sock)
+            if not self._allowed(peer):
+                log.warning(
+                    "refused a control connection from uid %d (pid %d, gid %d): not root, the"
+                    " daemon's user, in allowed-uids, or in socket-group/allowed-gids",
+                    peer.uid,
+                    peer.pid,
+                    peer.gid,
+                    extra={"fields": {"event": "refused", "uid": peer.uid, "pid": peer.pid}},
+                )
+                await self._send(stream, _error(protocol.Code.FORBIDDEN, self._forbidden(peer)))
+                return
+            if self._connections >= self.settings.max_connections:
+                log.warning("refused a control connection: %d already open", self._connections)
+                message = (
+                    f"the daemon serves at most {self.settings.max_connections} connections"
+                    " (max-connections): try again"
+                )
+                await self._send(stream, _error(protocol.Code.BUSY, message))
+                return
+            self._connections += 1
+            try:
+                await self._converse(stream, peer)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the client went away: nothing to answer
+            except Exception:  # one connection's failure must never stop the daemon
+                log.exception("control connection of uid %d (pid %d) failed", peer.uid, peer.pid)
+            finally:
+                self._connections -= 1
+
+    def _allowed(self, peer: Peer) -> bool:
+        return peer.uid in self._uids or bool(self._gids & {peer.gid, *peer.groups})
+
+    def _forbidden(self, peer: Peer) -> str:
+        group = self.settings.socket_group
+        grant = f"add it to group {group!r}" if group else "list it in allowed-uids"
+        return f"uid {peer.uid} may not use this daemon: {grant} in the daemon's config"
+
+    async def _converse(self, stream: anyio.abc.SocketStream, peer: Peer) -> None:
+        reader = BufferedByteReceiveStream(stream)
+        idle = self.settings.idle_timeout
+        while True:
+            frame: bytes | None = None
+            with anyio.move_on_after(idle):
+                try:
+                    frame = await reader.receive_until(b"\n", protocol.MAX_FRAME)
+                except (anyio.EndOfStream, anyio.IncompleteRead):
+                    return
+                except anyio.DelimiterNotFound:
+                    message = (
+                        f"frame over {protocol.MAX_FRAME} bytes without a newline: closing"
+                        " (one JSON request per line)"
+                    )
+                    await self._send(stream, _error(protocol.Code.BAD_REQUEST, message))
+                    return
+            if frame is None:
+                message = f"idle for {idle:g} s (idle-timeout): closing"
+                await self._send(stream, _error(protocol.Code.BAD_REQUEST, message))
+                return
+            if len(frame) >= protocol.MAX_FRAME:  # the newline came in the last chunk read
+                message = f"frame over {protocol.MAX_FRAME} bytes: closing (one request per line)"
+                await self._send(stream, _error(protocol.Code.BAD_REQUEST, message))
+                return
+            if not frame.strip():
+                continue  # a blank line (a person pressing Enter in socat)
+            try:
+                request = protocol.decode_request(frame)
+            except msgspec.DecodeError as exc:
+                await self._send(stream, _error(protocol.Code.BAD_REQUEST, _bad_request(exc)))
+                continue
+            if isinstance(request, protocol.Events):
+                recent = self.daemon.recent_events(request.recent)
+                await self._send(stream, protocol.Response(ok=True, result=recent))
+                if request.follow:
+                    await self._events(stream, reader)
+                    return
+                continue
+            response = await self._answer(request, peer)
+            await self._send(stream, response)
+            if isinstance(request, protocol.Shutdown) and response.ok:
+                self.daemon.request_stop()  # after the answer is out
+
+    async def _send(self, stream: anyio.abc.SocketStream, response: protocol.Response) -> None:
+        """Send one frame; a client that does not read for idle-timeout is dropped."""
+        with anyio.move_on_after(self.settings.idle_timeout) as scope:
+            await stream.send(protocol.encode(response))
+        if scope.cancelled_caught:
+            raise anyio.BrokenResourceError  # treated as the client going away
+
+    async def _answer(self, request: protocol.Request, peer: Peer) -> protocol.Response:
+        try:
+            result = await self._dispatch(request)
+            response = protocol.Response(ok=True, result=result)
+        except Exception as exc:  # every error becomes an answer; the daemon goes on
+            response = self._failure(request, exc)
+        if isinstance(request, _CHANGES) and not getattr(request, "dry_run", False):
+            outcome = "ok" if response.ok else f"error {response.error.code}"  # type: ignore[union-attr]  # not ok: error is set
+            fields = msgspec.structs.asdict(request)
+            audit.info(
+                "audit: uid %d (pid %d) %s %s: %s",
+                peer.uid,
+                peer.pid,
+                type(request).__struct_config__.tag,
+                " ".join(f"{k}={v!r}" for k, v in fields.items()),
+                outcome,
+                extra={
+                    "fields": {
+                        "event": "audit",
+                        "uid": peer.uid,
+                        "pid": peer.pid,
+                        "command": type(request).__struct_config__.tag,
+                        "path": fields.get("path") or fields.get("supervisor"),
+                        "result": outcome,
+                    }
+                },
+            )
+        return response
+
+    def _failure(self, request: protocol.Request, exc: Exception) -> protocol.Response:
+        if self.daemon.tree is None or (
+            self.daemon._stopping and isinstance(exc, UnknownPathError)
+        ):
+            return _error(protocol.Code.STOPPING, f"the daemon is stopping: {exc}")
+        for kind, code in _CODES:
+            if isinstance(exc, kind):
+                return _error(code, str(exc))
+        if isinstance(exc, CorralError):  # pragma: no cover  # every CorralError is mapped
+            return _error(protocol.Code.INTERNAL, str(exc))
+        log.exception("internal error while answering %r", request)
+        return _error(protocol.Code.INTERNAL, f"internal error: {exc!r} (see the daemon's log)")
+
+    async def _dispatch(self, request: protocol.Request) -> object:  # one per command
+        daemon = self.daemon
+        match request:
+            case protocol.Ping():
+                return daemon.ping()
+            case protocol.Status(path=path):
+                return daemon.status(path)
+            case protocol.Why(path=path):
+                return daemon.why(path)
+            case protocol.DeadLetters(path=path, limit=limit):
+                return daemon.dead_letters(path, limit)
+            case protocol.Start(path=path):
+                return await daemon.start(path)
+            case protocol.Stop(path=path):
+                return await daemon.stop(path)
+            case protocol.Restart(path=path):
+                return await daemon.restart(path)
+            case protocol.Kill(path=path, reason=reason):
+                return await daemon.kill(path, reason)
+            case protocol.StartChild(supervisor=supervisor, id=child_id, args=args):
+                return await daemon.start_child(supervisor, child_id, args)
+            case protocol.TerminateChild(path=path):
+                return await daemon.terminate_child(path)
+            case protocol.DeleteChild(path=path):
+                return await daemon.delete_child(path)
+            case protocol.Reload(dry_run=dry_run):
+                return await daemon.reload(dry_run=dry_run)
+            case protocol.Shutdown():
+                return daemon.shutdown()
+        raise AssertionError(request)  # Events is handled by the connection
+
+    async def _events(
+        self, stream: anyio.abc.SocketStream, reader: BufferedByteReceiveStream
+    ) -> None:
+        """Stream events until the client closes its end (or stops reading)."""
+        tree = self.daemon.tree
+        assert tree is not None
+        async with tree.events.stream() as events, anyio.create_task_group() as tg:
+
+            async def until_closed() -> None:
+                with contextlib.suppress(anyio.EndOfStream, *_GONE):
+                    while await reader.receive():
+                        pass  # anything sent now is ignored
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_closed)
+            with contextlib.suppress(*_GONE):
+                async for event in events:
+                    with anyio.move_on_after(self.settings.idle_timeout) as scope:
+                        await stream.send(protocol.encode(view.event(event)))
+                    if scope.cancelled_caught:
+                        break  # a client that does not read: drop it
+            tg.cancel_scope.cancel()
+
+
+def _bad_request(exc: msgspec.DecodeError) -> str:
+    text = str(exc)
+    if "`$.command`" in text or "missing required field `command`" in text:
+        return f"unknown or missing command ({text}); commands: {_COMMANDS}"
+    return f"invalid request: {text}"

@@ -1,0 +1,405 @@
+"""``corral run``: the tree from a config file, kept alive, steered over the control socket.
+
+The daemon is one task group: the tree (``open_tree``), the control server, the signal
+handler and a watcher of the root. It stops when told to (SIGTERM, SIGINT, ``corral
+shutdown``) or when the root supervisor ends on its own; either way the tree stops in
+reverse start order first. Exit codes (``ExitCode``) are documented in the README so that
+systemd's ``Restart=`` and ``RestartPreventExitStatus=`` can tell a crash from a bad config.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import gc
+import logging
+import os
+import signal
+from collections import deque
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import attrs
+
+from corral.actors.registry import join_path
+from corral.daemon import protocol, view
+from corral.daemon.config import ConfigError, LoadedConfig, load, load_demo
+from corral.daemon.control import ControlServer
+from corral.daemon.logging import log_event
+from corral.daemon.state import StateError, StateFile
+from corral.errors import (
+    CorralError,
+    StartError,
+    SupervisorGaveUpError,
+    UnsupportedError,
+)
+from corral.supervisors.reconfigure import plan_tree
+from corral.supervisors.spec import SupervisorSpec
+from corral.supervisors.tree import open_tree
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Iterator
+
+    from corral.supervisors.events import Event
+    from corral.supervisors.tree import SupervisorRef, Tree
+
+__all__ = ("Daemon", "DaemonError", "ExitCode", "Killed", "run")
+
+log = logging.getLogger("corral.daemon")
+RECENT_EVENTS: Final = 1000  # kept for `corral events`
+
+
+class ExitCode(enum.IntEnum):
+    """``corral run``'s exit status (systemd shows 2, 6 and 69 by their names)."""
+
+    OK = 0  # stopped as asked (signal, `corral shutdown`), or the root shut down normally
+    INTERNAL = 1  # a bug, or the control socket could not be served: see the log
+    USAGE = 2  # bad command line
+    CONFIG = 6  # LSB "not configured": invalid config or unusable state directory
+    TREE_FAILED = 69  # EX_UNAVAILABLE: a child failed to start, or the root gave up
+
+
+class DaemonError(CorralError):
+    """The daemon cannot run as configured (e.g. another one serves the socket)."""
+
+
+class Killed(Exception):  # reads as what happened to the child: Killed('...')
+    """Raised into a child by ``corral kill`` (a drill): an abnormal exit like any other."""
+
+
+@attrs.define(eq=False)
+class Daemon:
+    """One daemon: its config, its tree once started, and the operator's commands."""
+
+    loaded: LoadedConfig
+    config_path: str | None  # None: the embedded demo
+    state: StateFile
+    backend: str
+    tree: Tree | None = None
+    started_at: float = 0.0
+    exit_code: ExitCode = ExitCode.OK
+    _stop: anyio.Event = attrs.field(factory=anyio.Event)
+    _stopping: bool = False
+    _reloading: anyio.Lock = attrs.field(factory=anyio.Lock)
+    _saved: frozenset[str] = frozenset()  # the held paths in the state file
+    _recent: deque[Event] = attrs.field(factory=lambda: deque(maxlen=RECENT_EVENTS))
+
+    @property
+    def spec(self) -> SupervisorSpec:
+        return self.loaded.spec
+
+    # -- life ---------------------------------------------------------------------------------
+
+    async def serve(self, shutdown_trigger: Awaitable[None] | None = None) -> ExitCode:
+        """Run until stopped; returns the exit code. *shutdown_trigger* stops it too (tests)."""
+        held = self._held_at_start()
+        settings = self.loaded.daemon
+        server = ControlServer(self, settings)
+        await server.bind()
+        try:
+            async with open_tree(
+                self.spec,
+                held=held,
+                dead_letters=settings.dead_letters,
+                observers=(log_event, self._recent.append),
+            ) as tree:
+                self.tree = tree
+                self.started_at = anyio.current_time()
+                gc.freeze()  # the tree's objects are long-lived: keep them out of GC passes
+                log.info(
+                    "corral %s ready: %d children under / from %s, control socket %s",
+                    version_string(),
+                    len(self.spec.children),
+                    self.loaded.source,
+                    server.path,
+                )
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(server.serve)
+                    tg.start_soon(self._signals)
+                    tg.start_soon(self._watch_root, tree)
+                    if shutdown_trigger is not None:
+                        tg.start_soon(self._stop_after, shutdown_trigger)
+                    await self._stop.wait()
+                    log.info("stopping: children stop in reverse start order")
+                    server.close()
+                    tree.stop()
+                    await tree.wait()
+                    tg.cancel_scope.cancel()
+        except StartError as exc:
+            log.error("the tree did not start: %s", exc)  # noqa: TRY400  # the cause is logged
+            return ExitCode.TREE_FAILED
+        except SupervisorGaveUpError as exc:
+            log.error("%s; the daemon exits", exc)  # noqa: TRY400  # events told the story
+            return ExitCode.TREE_FAILED
+        finally:
+            gc.unfreeze()
+            server.remove()
+        log.info("stopped")
+        return self.exit_code
+
+    def _held_at_start(self) -> frozenset[str]:
+        """The operator's stops that still name a child of this config."""
+        held = self.state.load()
+        kept = held & frozenset(_static_paths(self.spec))
+        if kept != held:
+            log.info("forgetting operator stops of children no longer configured: %s", held - kept)
+            self.state.save(kept)
+        if kept:
+            log.info("kept stopped by an operator: %s", ", ".join(sorted(kept)))
+        self._saved = kept
+        return kept
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (`corral shutdown`, the first SIGTERM or SIGINT)."""
+        self._stopping = True
+        self._stop.set()
+
+    async def _stop_after(self, trigger: Awaitable[None]) -> None:
+        await trigger
+        self.request_stop()
+
+    async def _watch_root(self, tree: Tree) -> None:
+        """The root ended on its own (auto-shutdown): the daemon ends with it."""
+        await tree.wait()
+        if not self._stopping:
+            log.warning("the root supervisor shut down (auto-shutdown): the daemon exits")
+            self.request_stop()
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self._reload_logged()
+                elif not self._stopping:
+                    log.info(
+                        "%s: stopping gracefully (again to force)", signal.Signals(signum).name
+                    )
+                    self.request_stop()
+                else:
+                    log.warning(
+                        "%s again: forcing the stop; children still running are cancelled",
+                        signal.Signals(signum).name,
+                    )
+                    assert self.tree is not None
+                    self.tree.stop(anyio.current_time())
+
+    async def _reload_logged(self) -> None:
+        try:
+            result = await self.reload(dry_run=False)
+        except ConfigError as exc:
+            log.error("reload rejected, the running tree is unchanged: %s", exc)  # noqa: TRY400
+            return
+        for line in result.changes or ["no changes"]:
+            log.info("reload: %s", line)
+        for line in (*result.notes, *result.failures):
+            log.warning("reload: %s", line)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _tree(self) -> Tree:
+        tree = self.tree
+        assert tree is not None  # commands are served only while the tree runs
+        return tree
+
+    def ping(self) -> protocol.Pong:
+        return protocol.Pong(
+            version=version_string(),
+            pid=os.getpid(),
+            backend=self.backend,
+            uptime=round(anyio.current_time() - self.started_at, 3),
+            config=self.loaded.source,
+        )
+
+    def recent_events(self, count: int) -> list[protocol.Event]:
+        clock = view.Clock()
+        recent = list(self._recent)[-count:] if count else []
+        return [view.event(e, clock) for e in recent]
+
+    def status(self, path: str) -> protocol.StatusNode:
+        return view.status(self._tree(), path)
+
+    def why(self, path: str) -> protocol.WhyResult:
+        return view.why(self._tree(), path)
+
+    def dead_letters(self, path: str | None, limit: int) -> list[protocol.DeadLetterInfo]:
+        letters = self._tree().dead_letters()
+        if path is not None:
+            under = view.normalize(path)
+            prefix = under.rstrip("/") + "/"
+            letters = tuple(d for d in letters if d.path == under or d.path.startswith(prefix))
+        return [view.dead_letter(d) for d in letters[-limit:]]
+
+    def _child(self, path: str) -> tuple[SupervisorRef, str, str]:
+        """The parent supervisor, the child id and the normalized path."""
+        path = view.normalize(path)
+        if path == "/":
+            msg = "the root supervisor is not a child: use `corral shutdown` to stop the daemon"
+            raise UnsupportedError(msg, supervisor="/", child_id="")
+        parent, child_id = view.parent_path(path), path.rsplit("/", 1)[1]
+        view.find(self._tree(), path)  # NotFound with a message that names the missing part
+        return self._tree().supervisor(parent), child_id, path
+
+    async def start(self, path: str) -> protocol.Done:
+        sup, child_id, path = self._child(path)
+        await sup.restart_child(child_id)
+        return self._done(path, "started")
+
+    async def stop(self, path: str) -> protocol.Done:
+        sup, child_id, path = self._child(path)
+        await sup.terminate_child(child_id, hold=True)
+        return self._done(path, "stopped; it stays stopped until `corral start`")
+
+    async def restart(self, path: str) -> protocol.Done:
+        sup, child_id, path = self._child(path)
+        if sup.dynamic:
+            msg = (
+                f"{path} belongs to a dynamic supervisor, whose children cannot be restarted"
+                " by hand (OTP's rule): use `corral kill` to make its supervisor restart it"
+            )
+            raise UnsupportedError(msg, supervisor=sup.path, child_id=child_id)
+        await sup.terminate_child(child_id)
+        await sup.restart_child(child_id)
+        return self._done(path, "restarted")
+
+    async def kill(self, path: str, reason: str) -> protocol.Done:
+        sup, child_id, path = self._child(path)
+        await sup.kill_child(child_id, Killed(reason))
+        return self._done(path, "killed; its supervisor decides what comes next")
+
+    async def start_child(
+        self, supervisor: str, child_id: str | None, args: dict[str, object]
+    ) -> protocol.Done:
+        tree = self._tree()
+        sup = tree.supervisor(view.normalize(supervisor))
+        if not sup.dynamic:
+            msg = (
+                f"supervisor {sup.path!r} is not dynamic: its children come from the config"
+                " (edit it and `corral reload`)"
+            )
+            raise UnsupportedError(msg, supervisor=sup.path, child_id=child_id or "")
+        path = await sup.start_child(args=args, id=child_id)
+        return self._done(path, "started")
+
+    async def terminate_child(self, path: str) -> protocol.Done:
+        sup, child_id, path = self._child(path)
+        await sup.terminate_child(child_id)
+        return self._done(path, "terminated")
+
+    async def delete_child(self, path: str) -> protocol.Done:
+        sup, child_id, path = self._child(path)
+        await sup.delete_child(child_id)
+        return self._done(path, "deleted")
+
+    def _done(self, path: str, what: str) -> protocol.Done:
+        """The command was carried out; the operator's stops are saved if they changed."""
+        try:
+            self._save_held()
+        except StateError as exc:
+            log.error("%s", exc)  # noqa: TRY400  # the message says it all
+            return protocol.Done(path=path, done=what, warning=f"{exc}: not kept across restarts")
+        return protocol.Done(path=path, done=what)
+
+    async def reload(self, *, dry_run: bool) -> protocol.ReloadResult:
+        """Re-read the config and apply the difference (see ``supervisors/reconfigure.py``).
+
+        Raises:
+            ConfigError: the new file is invalid; nothing was changed.
+        """
+        async with self._reloading:
+            new = load_demo() if self.config_path is None else load(self.config_path)
+            plans = plan_tree(self.spec, new.spec)
+            changes = [line for plan in plans for line in plan.describe()]
+            notes = []
+            if new.daemon != self.loaded.daemon:
+                changed = [
+                    name.replace("_", "-")
+                    for name in new.daemon.__struct_fields__
+                    if getattr(new.daemon, name) != getattr(self.loaded.daemon, name)
+                ]
+                notes.append(
+                    f"[daemon] {', '.join(changed)} changed: applied when the daemon restarts"
+                )
+            result = protocol.ReloadResult(
+                source=new.source, dry_run=dry_run, changes=changes, notes=notes
+            )
+            if dry_run:
+                return result
+            tree = self._tree()
+            failures: list[str] = []
+            for plan in plans:
+                try:
+                    sup = tree.supervisor(plan.path)
+                except CorralError:
+                    notes.append(f"{plan.path} is not running: its new spec applies when it starts")
+                    continue
+                failures.extend(str(f) for f in await sup.reconfigure(plan))
+            self.loaded = new
+            try:
+                self._save_held()
+            except StateError as exc:
+                log.error("%s", exc)  # noqa: TRY400  # the message says it all
+                notes.append(f"{exc}: the operator's stops are not kept across restarts")
+            return protocol.ReloadResult(
+                source=new.source, dry_run=False, changes=changes, notes=notes, failures=failures
+            )
+
+    def _save_held(self) -> None:
+        held = self._tree().held
+        if held != self._saved:
+            self.state.save(held)
+            self._saved = held
+
+    def shutdown(self) -> protocol.Done:
+        """What `corral shutdown` answers; the control server then calls ``request_stop``."""
+        return protocol.Done(path="/", done="stopping: children stop in reverse start order")
+
+
+def _static_paths(spec: SupervisorSpec, path: str = "/") -> Iterator[str]:
+    for child in spec.children:
+        child_path = join_path(path, child.id)
+        yield child_path
+        if isinstance(child.start, SupervisorSpec):
+            yield from _static_paths(child.start, child_path)
+
+
+@functools.cache
+def version_string() -> str:
+    try:
+        return version("corral")
+    except Exception:  # pragma: no cover  # running from a source tree without metadata
+        return "unknown"
+
+
+BACKENDS: Final = ("asyncio", "trio")
+
+
+def run(config_path: str | None, *, backend: str | None = None) -> ExitCode:
+    """``corral run``: load the config, serve until stopped; returns the exit code."""
+    from corral.daemon.logging import setup  # only the daemon configures logs
+
+    try:
+        loaded = load_demo() if config_path is None else load(config_path)
+    except ConfigError as exc:
+        setup("text", "info")
+        log.error("%s", exc)  # noqa: TRY400  # the message is the whole story
+        return ExitCode.CONFIG
+    settings = loaded.daemon
+    setup(settings.log_format, settings.log_level)
+    chosen = backend or settings.backend
+
+    async def main() -> ExitCode:
+        daemon = Daemon(loaded, config_path, StateFile(settings.state_path()), chosen)
+        return await daemon.serve()
+
+    try:
+        return anyio.run(main, backend=chosen)
+    except StateError as exc:
+        log.error("%s", exc)  # noqa: TRY400
+        return ExitCode.CONFIG
+    except DaemonError as exc:
+        log.error("%s", exc)  # noqa: TRY400
+        return ExitCode.INTERNAL
+    except Exception:
+        log.exception("internal error: please report it with this traceback")
+        return ExitCode.INTERNAL

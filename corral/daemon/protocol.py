@@ -1,0 +1,314 @@
+"""The control socket's language, shared by the daemon and the CLI.
+
+Framing: one JSON object per line (UTF-8, ``\\n``-terminated, at most ``MAX_FRAME`` bytes), so
+a person can drive the socket with ``socat - UNIX-CONNECT:/run/corral/control.sock``::
+
+    {"command": "status", "path": "/workers"}
+    {"ok": true, "result": {"path": "/workers", "type": "supervisor", ...}}
+
+Every request gets exactly one response line, ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": {"code": "not_found", "message": "..."}}``, except ``events``,
+which answers with the recent events and then, with ``follow``, sends one ``Event`` line
+per new lifecycle event until the client disconnects. Codes are stable (``Code``);
+messages are for people.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Final
+
+import msgspec
+
+__all__ = (
+    "MAX_FRAME",
+    "Code",
+    "DeadLetterInfo",
+    "DeadLetters",
+    "DeleteChild",
+    "Done",
+    "ErrorInfo",
+    "Event",
+    "Events",
+    "ExitInfo",
+    "Kill",
+    "Ping",
+    "Pong",
+    "Reload",
+    "ReloadResult",
+    "Request",
+    "Response",
+    "Restart",
+    "Shutdown",
+    "Start",
+    "StartChild",
+    "Status",
+    "StatusNode",
+    "Stop",
+    "TerminateChild",
+    "Why",
+    "WhyResult",
+    "decode_request",
+    "decode_response",
+    "encode",
+)
+
+MAX_FRAME: Final = 1024 * 1024  # bytes in one line, newline included
+
+
+class Code(enum.StrEnum):
+    """Stable error codes: scripts match these, not messages."""
+
+    BAD_REQUEST = "bad_request"  # not JSON, unknown command, wrong types, frame too large
+    FORBIDDEN = "forbidden"  # the peer's uid/gid is not allowed
+    BUSY = "busy"  # too many connections
+    NOT_FOUND = "not_found"  # no such child or supervisor
+    RUNNING = "running"  # it is running (start, delete)
+    NOT_RUNNING = "not_running"  # it is not running (kill)
+    RESTARTING = "restarting"  # it waits to restart (delete)
+    ALREADY_PRESENT = "already_present"  # the id is taken by a stopped child
+    ALREADY_STARTED = "already_started"  # the id is taken by a running child
+    MAX_CHILDREN = "max_children"  # a dynamic supervisor is full
+    UNSUPPORTED = "unsupported"  # the command does not apply to this supervisor or child
+    START_FAILED = "start_failed"  # the child raised while starting
+    INVALID_CONFIG = "invalid_config"  # reload: the file is invalid; nothing was changed
+    STOPPING = "stopping"  # the daemon or that supervisor is stopping
+    INTERNAL = "internal"  # a bug in corral: see the daemon's log
+
+
+# -- requests --------------------------------------------------------------------------------
+
+Path = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class _Request(
+    msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, tag_field="command"
+):
+    """Base: the ``command`` key selects the request."""
+
+
+class Ping(_Request, tag="ping", frozen=True):
+    """The daemon's version, pid and uptime: is it there?"""
+
+
+class Status(_Request, tag="status", frozen=True):
+    path: Path = "/"
+
+
+class Start(_Request, tag="start", frozen=True):
+    """Start a stopped child (and forget an operator's stop)."""
+
+    path: Path
+
+
+class Stop(_Request, tag="stop", frozen=True):
+    """Stop a child and keep it stopped, across daemon restarts too, until started."""
+
+    path: Path
+
+
+class Restart(_Request, tag="restart", frozen=True):
+    """Stop (if running) and start a child; not counted in the restart intensity."""
+
+    path: Path
+
+
+class Kill(_Request, tag="kill", frozen=True):
+    """Crash a running child, as if it had raised: a drill of its supervisor's rules."""
+
+    path: Path
+    reason: Annotated[str, msgspec.Meta(max_length=1024)] = "killed by an operator"
+
+
+class StartChild(_Request, tag="start-child", frozen=True):
+    """Start a child of a dynamic supervisor from its template, with *args* merged in."""
+
+    supervisor: Path
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern="^[^/]+$")] | None = None
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class TerminateChild(_Request, tag="terminate-child", frozen=True):
+    """OTP's terminate_child: stop it (a dynamic supervisor's child is then gone)."""
+
+    path: Path
+
+
+class DeleteChild(_Request, tag="delete-child", frozen=True):
+    """OTP's delete_child: forget a stopped child's spec."""
+
+    path: Path
+
+
+class Reload(_Request, tag="reload", frozen=True):
+    dry_run: bool = False
+
+
+class Why(_Request, tag="why", frozen=True):
+    """Why a child is in its state: its last exits, restarts and its supervisor's budget."""
+
+    path: Path
+
+
+class DeadLetters(_Request, tag="dead-letters", frozen=True):
+    path: Path | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+
+
+class Events(_Request, tag="events", frozen=True):
+    """The *recent* last events (the result); with *follow*, then every new event as an
+    ``Event`` line until the client disconnects."""
+
+    recent: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
+    follow: bool = True
+
+
+class Shutdown(_Request, tag="shutdown", frozen=True):
+    """Stop the whole tree in reverse order and exit 0."""
+
+
+Request = (
+    Ping
+    | Status
+    | Start
+    | Stop
+    | Restart
+    | Kill
+    | StartChild
+    | TerminateChild
+    | DeleteChild
+    | Reload
+    | Why
+    | DeadLetters
+    | Events
+    | Shutdown
+)
+
+# -- results ---------------------------------------------------------------------------------
+
+
+class _Result(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    pass
+
+
+class Pong(_Result, frozen=True, kw_only=True):
+    version: str
+    pid: int
+    backend: str
+    uptime: float  # seconds
+    config: str  # the file the tree comes from
+
+
+class Done(_Result, frozen=True, kw_only=True):
+    """A state-changing command was carried out."""
+
+    path: str
+    done: str  # what happened, for people: "stopped; it stays stopped until `corral start`"
+    warning: str | None = None  # e.g. the operator's stop could not be saved
+
+
+class StatusNode(_Result, frozen=True, kw_only=True):
+    """One child (or the root) in ``status``; supervisors carry ``children``."""
+
+    path: str
+    type: str  # "worker" | "supervisor"
+    state: str  # starting | running | backoff | stopping | stopped | failed
+    restarts: int = 0
+    uptime: float | None = None  # seconds since it last started, while it runs
+    last_exit: str | None = None  # "normal" | "shutdown" | "error"
+    last_error: str | None = None  # repr of the last exception
+    next_restart_in: float | None = None  # seconds, in backoff
+    held: bool = False  # stopped by an operator: stays stopped until started
+    mailbox_depth: int = 0
+    mailbox_capacity: int = 0
+    handled: int = 0
+    dead_letters: int = 0
+    strategy: str | None = None  # supervisors
+    intensity: int | None = None
+    period: float | None = None
+    restarts_remaining: int | None = None
+    dynamic: bool = False
+    children: list[StatusNode] | None = None
+
+
+class ExitInfo(_Result, frozen=True, kw_only=True):
+    at: float  # Unix time
+    kind: str  # "normal" | "shutdown" | "error"
+    exception: str | None = None  # repr
+    traceback: str | None = None
+
+
+class WhyResult(_Result, frozen=True, kw_only=True):
+    path: str
+    state: str
+    restarts: int
+    held: bool
+    exits: list[ExitInfo]  # oldest first
+    next_restart_in: float | None = None
+    supervisor: str
+    strategy: str
+    intensity: int
+    period: float
+    restarts_remaining: int
+    dead_letters: int = 0
+
+
+class ReloadResult(_Result, frozen=True, kw_only=True):
+    source: str
+    dry_run: bool
+    changes: list[str]  # one line per change, in the order applied
+    notes: list[str] = msgspec.field(default_factory=list)  # what a reload does not apply
+    failures: list[str] = msgspec.field(default_factory=list)  # children that failed to start
+
+
+class DeadLetterInfo(_Result, frozen=True, kw_only=True):
+    path: str
+    reason: str
+    message: str  # repr, shortened
+    at: float  # Unix time
+    exception: str | None = None
+
+
+class Event(_Result, frozen=True, kw_only=True):
+    """A lifecycle event, as streamed by ``events`` and logged."""
+
+    event: str  # child-started, child-exited, ... (see README)
+    path: str
+    at: float  # Unix time
+    supervisor: str | None = None
+    restarts: int | None = None
+    exit: str | None = None
+    exception: str | None = None
+    delay: float | None = None
+    reason: str | None = None
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    code: Code
+    message: str
+
+
+class Response(msgspec.Struct, frozen=True, omit_defaults=True):
+    ok: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+_request_decoder: Final = msgspec.json.Decoder(Request)
+_response_decoder: Final = msgspec.json.Decoder(Response)
+_encoder: Final = msgspec.json.Encoder()
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """One frame: the message as JSON and a newline."""
+    return _encoder.encode(message) + b"\n"
+
+
+def decode_request(frame: bytes) -> Request:
+    """Raises ``msgspec.DecodeError`` (``ValidationError`` for wrong shapes)."""
+    request: Request = _request_decoder.decode(frame)
+    return request
+
+
+def decode_response(frame: bytes) -> Response:
+    return _response_decoder.decode(frame)

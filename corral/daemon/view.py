@@ -1,0 +1,269 @@
+"""Snapshots and events of a running tree, as the protocol's messages.
+
+Monotonic times become what a person can use: ages (``uptime``, ``next_restart_in``) and
+Unix times (``at``), converted with one clock pair read per call.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from corral.actors.registry import join_path
+from corral.daemon import protocol
+from corral.errors import UnknownPathError
+from corral.supervisors.events import (
+    ChildAbandoned,
+    ChildExited,
+    ChildStarted,
+    ChildStopped,
+    MessageDeadLettered,
+    RestartScheduled,
+    StartFailed,
+    SupervisorAutoShutdown,
+    SupervisorEscalated,
+    SupervisorGaveUp,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from corral.actors.deadletter import DeadLetter
+    from corral.supervisors.events import Event
+    from corral.supervisors.runtime import ChildStatistics, SupervisorStatistics
+    from corral.supervisors.tree import Tree
+
+__all__ = ("Clock", "dead_letter", "event", "find", "parent_path", "status", "why")
+
+_MAX_REPR = 500
+
+
+class Clock:
+    """Monotonic seconds to Unix time and ages, from one reading of both clocks."""
+
+    __slots__ = ("now", "offset")
+
+    def __init__(self) -> None:
+        self.now = anyio.current_time()
+        self.offset = time.time() - self.now
+
+    def wall(self, monotonic: float) -> float:
+        return round(monotonic + self.offset, 6)
+
+    def age(self, monotonic: float | None) -> float | None:
+        return None if monotonic is None else round(self.now - monotonic, 3)
+
+    def until(self, monotonic: float | None) -> float | None:
+        return None if monotonic is None else round(max(0.0, monotonic - self.now), 3)
+
+
+def short_repr(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."
+
+
+def parent_path(path: str) -> str:
+    parent = path.rsplit("/", 1)[0]
+    return parent or "/"
+
+
+def normalize(path: str) -> str:
+    """``group/leader/`` and ``/group//leader`` are ``/group/leader``."""
+    return "/" + "/".join(p for p in path.split("/") if p)
+
+
+def find(tree: Tree, path: str) -> tuple[SupervisorStatistics, ChildStatistics | None]:
+    """The supervisor's snapshot and the child at *path* (None for the root).
+
+    Raises:
+        UnknownPathError: nothing at *path*.
+    """
+    path = normalize(path)
+    if path == "/":
+        return tree.statistics(), None
+    parent = parent_path(path)
+    try:
+        stats = tree.supervisor(parent).statistics()
+    except UnknownPathError:
+        msg = f"nothing at {path!r}: its supervisor {parent!r} is not running"
+        raise UnknownPathError(msg, path=path) from None
+    for child in stats.children:
+        if child.path == path:
+            return stats, child
+    msg = f"supervisor {parent!r} has no child {path.rsplit('/', 1)[1]!r}"
+    raise UnknownPathError(msg, path=path)
+
+
+def status(tree: Tree, path: str = "/") -> protocol.StatusNode:
+    """The node at *path* and everything below it."""
+    clock = Clock()
+    held = tree.held
+    stats, child = find(tree, path)
+    if child is None:
+        return protocol.StatusNode(
+            path="/", type="supervisor", state="running", **_supervisor_fields(stats, clock, held)
+        )
+    return _child_node(child, clock, held)
+
+
+def _supervisor_fields(
+    stats: SupervisorStatistics, clock: Clock, held: Collection[str]
+) -> dict[str, Any]:
+    return {
+        "strategy": "one-for-one (dynamic)" if stats.dynamic else stats.strategy.value,
+        "intensity": stats.intensity,
+        "period": stats.period,
+        "restarts_remaining": stats.restarts_remaining,
+        "dynamic": stats.dynamic,
+        "children": [_child_node(c, clock, held) for c in stats.children],
+    }
+
+
+def _child_node(child: ChildStatistics, clock: Clock, held: Collection[str]) -> protocol.StatusNode:
+    extra = {} if child.supervisor is None else _supervisor_fields(child.supervisor, clock, held)
+    if child.supervisor is None and child.type.value == "supervisor":
+        extra = {"children": []}
+    return protocol.StatusNode(
+        path=child.path,
+        type=child.type.value,
+        state=child.state.value,
+        restarts=child.restarts,
+        uptime=clock.age(child.started_at),
+        last_exit=None if child.last_exit is None else child.last_exit.value,
+        last_error=None if child.last_exception is None else short_repr(child.last_exception),
+        next_restart_in=clock.until(child.next_restart_at),
+        held=child.path in held,
+        mailbox_depth=child.mailbox_depth,
+        mailbox_capacity=child.mailbox_capacity,
+        handled=child.handled,
+        dead_letters=child.dead_letters,
+        **extra,
+    )
+
+
+def why(tree: Tree, path: str) -> protocol.WhyResult:
+    """Everything known about why the child at *path* is in its state."""
+    clock = Clock()
+    stats, child = find(tree, path)
+    if child is None:
+        msg = "the root supervisor has no exits to explain: ask about a child, e.g. /name"
+        raise UnknownPathError(msg, path="/")
+    return protocol.WhyResult(
+        path=child.path,
+        state=child.state.value,
+        restarts=child.restarts,
+        held=child.path in tree.held,
+        exits=[_exit(e, clock) for e in child.exits],
+        next_restart_in=clock.until(child.next_restart_at),
+        supervisor=stats.path,
+        strategy=stats.strategy.value,
+        intensity=stats.intensity,
+        period=stats.period,
+        restarts_remaining=stats.restarts_remaining,
+        dead_letters=child.dead_letters,
+    )
+
+
+def _exit(exited: ChildExited, clock: Clock) -> protocol.ExitInfo:
+    exc = exited.exception
+    return protocol.ExitInfo(
+        at=clock.wall(exited.at),
+        kind=exited.kind.value,
+        exception=None if exc is None else short_repr(exc),
+        traceback=None if exc is None else "".join(traceback.format_exception(exc)),
+    )
+
+
+def dead_letter(letter: DeadLetter) -> protocol.DeadLetterInfo:
+    return protocol.DeadLetterInfo(
+        path=letter.path,
+        reason=letter.reason,
+        message=short_repr(letter.message),
+        at=letter.wall_time,
+        exception=None if letter.exception is None else short_repr(letter.exception),
+    )
+
+
+def event(ev: Event, clock: Clock | None = None) -> protocol.Event:
+    """The event as a protocol message (and a log record's fields)."""
+    clock = clock or Clock()
+    at = clock.wall(ev.at)
+    match ev:
+        case ChildStarted():
+            return protocol.Event(
+                event="child-started",
+                path=ev.path,
+                at=at,
+                supervisor=ev.supervisor,
+                restarts=ev.restarts,
+            )
+        case ChildExited():
+            return protocol.Event(
+                event="child-exited",
+                path=ev.path,
+                at=at,
+                supervisor=ev.supervisor,
+                exit=ev.kind.value,
+                exception=None if ev.exception is None else short_repr(ev.exception),
+            )
+        case ChildStopped():
+            return protocol.Event(
+                event="child-stopped", path=ev.path, at=at, supervisor=ev.supervisor
+            )
+        case ChildAbandoned():
+            return protocol.Event(
+                event="child-abandoned",
+                path=ev.path,
+                at=at,
+                supervisor=ev.supervisor,
+                delay=ev.timeout,
+            )
+        case StartFailed():
+            return protocol.Event(
+                event="start-failed",
+                path=ev.path,
+                at=at,
+                supervisor=ev.supervisor,
+                exception=short_repr(ev.exception),
+            )
+        case RestartScheduled():
+            return protocol.Event(
+                event="restart-scheduled",
+                path=ev.path,
+                at=at,
+                supervisor=ev.supervisor,
+                delay=round(ev.delay, 6),
+            )
+        case SupervisorGaveUp():
+            return protocol.Event(
+                event="supervisor-gave-up",
+                path=ev.path,
+                at=at,
+                restarts=ev.restarts,
+                reason=(
+                    f"{ev.restarts} restarts within {ev.period} s (limit {ev.intensity}),"
+                    f" last of {join_path(ev.path, ev.child)}"
+                ),
+            )
+        case SupervisorAutoShutdown():
+            return protocol.Event(
+                event="supervisor-auto-shutdown",
+                path=ev.path,
+                at=at,
+                reason=f"significant child {join_path(ev.path, ev.child)} exited",
+            )
+        case SupervisorEscalated():
+            return protocol.Event(
+                event="supervisor-escalated", path=ev.path, at=at, supervisor=ev.parent
+            )
+        case MessageDeadLettered():
+            return protocol.Event(
+                event="dead-letter",
+                path=ev.path,
+                at=at,
+                reason=ev.reason,
+                exception=None if ev.exception is None else short_repr(ev.exception),
+            )
