@@ -8,9 +8,9 @@ the daemon's own user, ``allowed-uids``, and members of ``socket-group`` or
 Nothing a client sends can hurt the daemon: a frame over ``MAX_FRAME``, invalid JSON, an
 unknown command or wrong types get a ``bad_request`` error; a client silent for
 ``idle-timeout`` seconds, or one that does not read its answers, is disconnected; past
-``max-connections`` new clients get ``busy``. Each connection is its own task, and commands
-wait only for the supervisor of the child they touch (which serializes its children's
-commands, as OTP's does); ``status``, ``why`` and ``events`` never wait for a command.
+``max-connections`` new clients get ``busy``. Each connection is its own task. A command
+waits only for the supervisor of the child it touches, and a stop not even for that (it runs
+beside the supervisor's loop); ``status``, ``why`` and ``events`` never wait for a command.
 """
 
 from __future__ import annotations

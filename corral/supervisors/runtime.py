@@ -159,6 +159,7 @@ class _Stop:
 
 
 _STOP: Final = _Stop()
+_LATER: Final = object()  # an op's answer comes later, from the task carrying it out
 
 
 @attrs.frozen
@@ -207,6 +208,7 @@ class _Slot:
         "quiet",
         "run_id",
         "spec",
+        "stop_done",
         "stopping",
         "sub",
         "task",
@@ -230,6 +232,7 @@ class _Slot:
         self.last_exception: BaseException | None = None
         self.exits: deque[ChildExited] | None = None
         self.killed: Exception | None = None  # kill_child: the runner reports this crash
+        self.stop_done: anyio.Event | None = None  # set when terminate_child's stop ends
 
 
 def _noop() -> None:
@@ -494,15 +497,19 @@ class Supervisor:
         if isinstance(message, Call):
             op = message.payload
             assert isinstance(op, _Op)
+            result: object = None
             try:
-                message.resolve(await self._operate(op))
+                result = await self._operate(op, message)
+                if result is not _LATER:
+                    message.resolve(result)
             except _StopDuringStart:
                 message.fail(self._stopping_error(op))
                 raise
             except Exception as exc:
                 message.fail(exc)
             finally:  # cut short by the stop deadline: the caller still gets an answer
-                message.fail(self._stopping_error(op))  # (no effect once answered)
+                if result is not _LATER:
+                    message.fail(self._stopping_error(op))  # (no effect once answered)
             return None
         assert message is _STOP
         return Outcome.STOPPED
@@ -837,6 +844,7 @@ class Supervisor:
         cell = slot.cell
         return (
             slot.quiet
+            and slot.stop_done is None
             and slot.alive
             and slot.parked is None
             and cell is not None
@@ -874,7 +882,17 @@ class Supervisor:
                 self._bus.publish(ChildStopped(slot.path, self.path, now))
 
     async def _stop_child(self, child_id: str) -> None:
-        """Stop one child by its shutdown policy; the core hears of it (``stopped``)."""
+        """Stop one child by its shutdown policy; the core hears of it (``stopped``).
+
+        If a ``terminate_child`` is stopping it already, wait for that stop to end instead.
+        """
+        in_flight = self.slots[child_id].stop_done
+        if in_flight is not None:
+            await in_flight.wait()
+        else:
+            await self._stop_child_now(child_id)
+
+    async def _stop_child_now(self, child_id: str) -> None:
         slot = self.slots[child_id]
         self.core.stopping(child_id)  # RUNNING -> STOPPING
         self._undormant(slot)
@@ -947,24 +965,29 @@ class Supervisor:
         self.inbox.put_nowait(call)
         return await call.wait()
 
-    async def _operate(self, op: _Op) -> object:
+    async def _operate(self, op: _Op, call: Call) -> object:
         core = self.core
         match op.name:
             case "start_child":
                 assert op.spec is not None
                 return await self._start_new(op.spec)
             case "terminate_child":
+                rec = core.get(op.child_id)
+                if op.hold and not (core.dynamic or rec.spec.restart is RestartType.TEMPORARY):
+                    # Held from now, so that no restart planned while it stops starts it again.
+                    rec.held = True
+                    self._services.held.add(self.slots[op.child_id].path)
                 if core.terminate(op.child_id):
-                    await self._stop_child(op.child_id)
-                else:
-                    core.stopped(op.child_id)
-                if core.dynamic or core.get(op.child_id).spec.restart is RestartType.TEMPORARY:
-                    self._drop_slot(op.child_id)
-                else:
-                    self._close(op.child_id, "stopped by an operator" if op.hold else "terminated")
-                    if op.hold:
-                        core.get(op.child_id).held = True
-                        self._services.held.add(self.slots[op.child_id].path)
+                    tg = self._tg
+                    assert tg is not None
+                    in_flight = self.slots[op.child_id].stop_done
+                    if in_flight is None:
+                        tg.start_soon(self._terminate_later, op, call)
+                    else:  # terminated twice: the second caller waits for the same stop
+                        tg.start_soon(self._answer_when_set, in_flight, op, call)
+                    return _LATER
+                core.stopped(op.child_id)
+                self._terminated(op)
                 return None
             case "restart_child":
                 self._refuse_dynamic(op)
@@ -994,6 +1017,43 @@ class Supervisor:
                 core.delete(op.child_id)
                 self._drop_slot(op.child_id)
                 return None
+
+    async def _terminate_later(self, op: _Op, call: Call) -> None:
+        """Carry out ``terminate_child``'s stop beside the supervisor's loop, then answer.
+
+        Beyond OTP (whose supervisor waits for the stop): a child slow to stop does not hold
+        up its siblings' exits and restarts or other requests. Meanwhile the child is
+        STOPPING, which the rest respects: a restart, a reconfiguration or the supervisor's
+        own stop that includes it waits for this stop instead of starting another.
+        """
+        slot = self.slots[op.child_id]
+        done = slot.stop_done = anyio.Event()
+        try:
+            await self._stop_child_now(op.child_id)
+            self._terminated(op)  # before anyone waiting on `done` runs
+        except BaseException:  # cancelled: the supervisor is ending
+            call.fail(self._stopping_error(op))
+            raise
+        finally:
+            slot.stop_done = None
+            done.set()
+        call.resolve(None)
+
+    async def _answer_when_set(self, done: anyio.Event, op: _Op, call: Call) -> None:
+        try:
+            await done.wait()
+        except BaseException:  # cancelled: the supervisor is ending
+            call.fail(self._stopping_error(op))
+            raise
+        call.resolve(None)
+
+    def _terminated(self, op: _Op) -> None:
+        """``terminate_child``'s end: the child's spec is kept (closed) or dropped."""
+        core = self.core
+        if core.dynamic or core.get(op.child_id).spec.restart is RestartType.TEMPORARY:
+            self._drop_slot(op.child_id)
+        else:
+            self._close(op.child_id, "stopped by an operator" if op.hold else "terminated")
 
     def _kill(self, child_id: str, error: Exception | None) -> str:
         """Crash a running child with *error*, as if it had raised it (a drill)."""

@@ -662,3 +662,129 @@ async def test_reconfigure_restarts_a_dynamic_supervisor_without_its_children() 
             assert pool.which_children() == ()
             assert await pool.start_child(id="two") == "/pool/two"
             assert await tree.lookup("/pool/two").call("hi") == "new"
+
+
+# -- terminate_child beside the supervisor's loop ---------------------------------------------
+
+
+def slow(child_id: str, release: anyio.Event) -> corral.ChildSpec:
+    return corral.ChildSpec(child_id, SlowToStop, args={"release": release}, shutdown=30)
+
+
+async def test_a_slow_terminate_does_not_hold_up_its_siblings() -> None:
+    """While one child takes its time to stop, a sibling's crash is restarted and a
+    terminate of another sibling is answered; the slow one's terminate ends when it stops."""
+    release, log = anyio.Event(), list[str]()
+    spec = corral.SupervisorSpec([slow("slow", release), named("a", log), named("b", log)])
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec) as tree:
+            sup, events = tree.supervisor(), EventLog()
+            tree.events.subscribe(events)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sup.terminate_child, "slow")
+                await anyio.wait_all_tasks_blocked()  # slow's on_stop waits
+                assert statuses(sup)["slow"] is corral.ChildStatus.STOPPING
+                await tree.lookup("/a").cast("crash")
+                await events.wait_for(corral.ChildStarted, "/a", restarts=1)
+                await sup.terminate_child("b")
+                assert statuses(sup) == {
+                    "slow": corral.ChildStatus.STOPPING,
+                    "a": RUNNING,
+                    "b": STOPPED,
+                }
+                release.set()
+            assert statuses(sup)["slow"] is STOPPED
+
+
+async def test_a_held_child_stopping_is_not_started_by_a_restart_meanwhile() -> None:
+    """A one-for-all restart while a held child is still stopping waits for that stop and
+    leaves the child stopped."""
+    release, log = anyio.Event(), list[str]()
+    spec = corral.SupervisorSpec(
+        [slow("slow", release), named("a", log)], strategy=ONE_FOR_ALL, intensity=5
+    )
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec) as tree:
+            sup, events = tree.supervisor(), EventLog()
+            tree.events.subscribe(events)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: sup.terminate_child("slow", hold=True))
+                await anyio.wait_all_tasks_blocked()
+                await tree.lookup("/a").cast("crash")
+                await anyio.wait_all_tasks_blocked()  # the restart waits for slow's stop
+                assert statuses(sup)["a"] is not RUNNING
+                release.set()
+            await events.wait_for(corral.ChildStarted, "/a", restarts=1)
+            assert statuses(sup) == {"slow": STOPPED, "a": RUNNING}
+            assert tree.held == {"/slow"}
+            assert [e for e in events.summary() if e[1] == "/slow"] == [("ChildStopped", "/slow")]
+
+
+async def test_an_unheld_child_stopping_is_started_again_by_a_restart_meanwhile() -> None:
+    """Without a hold, OTP's rule stands: a one-for-all restart during the stop starts the
+    terminated child again once it has stopped."""
+    release, log = anyio.Event(), list[str]()
+    spec = corral.SupervisorSpec(
+        [slow("slow", release), named("a", log)], strategy=ONE_FOR_ALL, intensity=5
+    )
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec) as tree:
+            sup, events = tree.supervisor(), EventLog()
+            tree.events.subscribe(events)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sup.terminate_child, "slow")
+                await anyio.wait_all_tasks_blocked()
+                await tree.lookup("/a").cast("crash")
+                await anyio.wait_all_tasks_blocked()
+                release.set()
+            await events.wait_for(corral.ChildStarted, "/a", restarts=1)
+            assert statuses(sup) == {"slow": RUNNING, "a": RUNNING}
+
+
+async def test_requests_about_a_child_still_stopping() -> None:
+    """While its terminate runs, the child is STOPPING: a second terminate waits for the same
+    stop, restart_child says it is running, kill says it is not running."""
+    release = anyio.Event()
+    spec = corral.SupervisorSpec([slow("slow", release)])
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec) as tree:
+            sup, events = tree.supervisor(), EventLog()
+            tree.events.subscribe(events)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sup.terminate_child, "slow")
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(sup.terminate_child, "slow")
+                with pytest.raises(corral.RunningError, match="is running"):
+                    await sup.restart_child("slow")
+                with pytest.raises(corral.ActorNotRunningError, match=r"\(stopping\)"):
+                    await sup.kill_child("slow", Boom("drill"))
+                release.set()
+            assert events.summary() == [("ChildStopped", "/slow")]
+            assert await sup.restart_child("slow") == "/slow"
+
+
+async def test_the_tree_stops_while_a_terminate_is_under_way() -> None:
+    """Stopping the tree during a slow terminate waits for that child once, then ends."""
+    release = anyio.Event()
+    spec = corral.SupervisorSpec([slow("slow", release), named("a", [])])
+    outcome: list[str] = []
+
+    async def terminate(sup: corral.SupervisorRef) -> None:
+        await sup.terminate_child("slow")
+        outcome.append("answered")
+
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec) as tree, anyio.create_task_group() as tg:
+            events = EventLog()
+            tree.events.subscribe(events)
+            tg.start_soon(terminate, tree.supervisor())
+            await anyio.wait_all_tasks_blocked()
+            tree.stop()
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+            await tree.wait()
+    assert outcome == ["answered"]
+    assert events.summary(corral.ChildStopped) == [
+        ("ChildStopped", "/a"),
+        ("ChildStopped", "/slow"),
+    ]
