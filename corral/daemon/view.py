@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
@@ -20,6 +20,7 @@ from corral.supervisors.events import (
     ChildExited,
     ChildStarted,
     ChildStopped,
+    Event,
     MessageDeadLettered,
     RestartScheduled,
     StartFailed,
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from collections.abc import Collection
 
     from corral.actors.deadletter import DeadLetter
-    from corral.supervisors.events import Event
     from corral.supervisors.runtime import ChildStatistics, SupervisorStatistics
     from corral.supervisors.tree import Tree
 
@@ -187,83 +187,49 @@ def dead_letter(letter: DeadLetter) -> protocol.DeadLetterInfo:
     )
 
 
+_NAMES: Final[dict[type[Event], str]] = {
+    ChildStarted: "child-started",
+    ChildExited: "child-exited",
+    ChildStopped: "child-stopped",
+    ChildAbandoned: "child-abandoned",
+    StartFailed: "start-failed",
+    RestartScheduled: "restart-scheduled",
+    SupervisorGaveUp: "supervisor-gave-up",
+    SupervisorAutoShutdown: "supervisor-auto-shutdown",
+    SupervisorEscalated: "supervisor-escalated",
+    MessageDeadLettered: "dead-letter",
+}
+
+
 def event(ev: Event, clock: Clock | None = None) -> protocol.Event:
     """The event as a protocol message (and a log record's fields)."""
     clock = clock or Clock()
-    at = clock.wall(ev.at)
+    fields: dict[str, Any] = {}
     match ev:
-        case ChildStarted():
-            return protocol.Event(
-                event="child-started",
-                path=ev.path,
-                at=at,
-                supervisor=ev.supervisor,
-                restarts=ev.restarts,
-            )
-        case ChildExited():
-            return protocol.Event(
-                event="child-exited",
-                path=ev.path,
-                at=at,
-                supervisor=ev.supervisor,
-                exit=ev.kind.value,
-                exception=None if ev.exception is None else short_repr(ev.exception),
-            )
-        case ChildStopped():
-            return protocol.Event(
-                event="child-stopped", path=ev.path, at=at, supervisor=ev.supervisor
-            )
-        case ChildAbandoned():
-            return protocol.Event(
-                event="child-abandoned",
-                path=ev.path,
-                at=at,
-                supervisor=ev.supervisor,
-                delay=ev.timeout,
-            )
-        case StartFailed():
-            return protocol.Event(
-                event="start-failed",
-                path=ev.path,
-                at=at,
-                supervisor=ev.supervisor,
-                exception=short_repr(ev.exception),
-            )
-        case RestartScheduled():
-            return protocol.Event(
-                event="restart-scheduled",
-                path=ev.path,
-                at=at,
-                supervisor=ev.supervisor,
-                delay=round(ev.delay, 6),
-            )
+        case ChildExited(kind=kind):
+            fields["exit"] = kind.value
+        case ChildAbandoned(timeout=timeout):
+            fields["delay"] = timeout
+        case RestartScheduled(delay=delay):
+            fields["delay"] = round(delay, 6)
         case SupervisorGaveUp():
-            return protocol.Event(
-                event="supervisor-gave-up",
-                path=ev.path,
-                at=at,
-                restarts=ev.restarts,
-                reason=(
-                    f"{ev.restarts} restarts within {ev.period} s (limit {ev.intensity}),"
-                    f" last of {join_path(ev.path, ev.child)}"
-                ),
+            fields["reason"] = (
+                f"{ev.restarts} restarts within {ev.period} s (limit {ev.intensity}),"
+                f" last of {join_path(ev.path, ev.child)}"
             )
-        case SupervisorAutoShutdown():
-            return protocol.Event(
-                event="supervisor-auto-shutdown",
-                path=ev.path,
-                at=at,
-                reason=f"significant child {join_path(ev.path, ev.child)} exited",
-            )
-        case SupervisorEscalated():
-            return protocol.Event(
-                event="supervisor-escalated", path=ev.path, at=at, supervisor=ev.parent
-            )
-        case MessageDeadLettered():
-            return protocol.Event(
-                event="dead-letter",
-                path=ev.path,
-                at=at,
-                reason=ev.reason,
-                exception=None if ev.exception is None else short_repr(ev.exception),
-            )
+        case SupervisorAutoShutdown(child=child):
+            fields["reason"] = f"significant child {join_path(ev.path, child)} exited"
+        case SupervisorEscalated(parent=parent):
+            fields["supervisor"] = parent
+    supervisor = getattr(ev, "supervisor", None)
+    exception = getattr(ev, "exception", None)
+    return protocol.Event(
+        event=_NAMES[type(ev)],
+        path=ev.path,
+        at=clock.wall(ev.at),
+        supervisor=fields.pop("supervisor", supervisor),
+        restarts=getattr(ev, "restarts", None),
+        exception=None if exception is None else short_repr(exception),
+        reason=fields.pop("reason", getattr(ev, "reason", None)),
+        **fields,
+    )
