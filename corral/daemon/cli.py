@@ -104,7 +104,11 @@ class Client:
         self.close()
 
     def send(self, request: protocol.Request) -> None:
-        self._sock.sendall(protocol.encode(request))
+        try:
+            self._sock.sendall(protocol.encode(request))
+        except (BrokenPipeError, ConnectionResetError):
+            # Refused before it read anything (busy, forbidden): its answer may be waiting.
+            self._sock.shutdown(socket.SHUT_WR)
 
     def receive(self) -> bytes:
         try:

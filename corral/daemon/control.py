@@ -123,7 +123,6 @@ class ControlServer:
         self.path = settings.socket_path()
         self._listener: anyio.abc.SocketListener | None = None
         self._sock: socket.socket | None = None
-        self._accepting = anyio.CancelScope()
         self._connections = 0
         self._bound = False
         self._uids = {0, os.getuid(), *settings.allowed_uids}
@@ -201,22 +200,16 @@ class ControlServer:
             self._bound = False
             self.path.unlink(missing_ok=True)
 
-    def close(self) -> None:
-        """Stop accepting connections (open ones are still answered)."""
-        self._accepting.cancel()
-
     # -- connections --------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Accept connections until ``close``; those open go on until the daemon ends."""
+        """Accept and serve connections until cancelled (when the daemon ends)."""
         listener = self._listener
         assert listener is not None  # bind() first
-        async with anyio.create_task_group() as tg:
-            with self._accepting:
-                async with listener:
-                    while True:
-                        stream = await listener.accept()
-                        tg.start_soon(self._connection, stream)
+        async with anyio.create_task_group() as tg, listener:
+            while True:
+                stream = await listener.accept()
+                tg.start_soon(self._connection, stream)
 
     async def _connection(self, stream: anyio.abc.SocketStream) -> None:
         async with stream:
@@ -292,11 +285,11 @@ class ControlServer:
                 await self._send(stream, _error(protocol.Code.BAD_REQUEST, _bad_request(exc)))
                 continue
             if isinstance(request, protocol.Events):
+                if request.follow:
+                    await self._events(stream, reader, request.recent)
+                    return
                 recent = self.daemon.recent_events(request.recent)
                 await self._send(stream, protocol.Response(ok=True, result=recent))
-                if request.follow:
-                    await self._events(stream, reader)
-                    return
                 continue
             response = await self._answer(request, peer)
             await self._send(stream, response)
@@ -384,12 +377,15 @@ class ControlServer:
         raise AssertionError(request)  # Events is handled by the connection
 
     async def _events(
-        self, stream: anyio.abc.SocketStream, reader: BufferedByteReceiveStream
+        self, stream: anyio.abc.SocketStream, reader: BufferedByteReceiveStream, recent: int
     ) -> None:
-        """Stream events until the client closes its end (or stops reading)."""
+        """The *recent* events, then every new one until the client closes its end (or stops
+        reading). Subscribed first, so that no event falls between the two."""
         tree = self.daemon.tree
         assert tree is not None
         async with tree.events.stream() as events, anyio.create_task_group() as tg:
+            result = self.daemon.recent_events(recent)
+            await self._send(stream, protocol.Response(ok=True, result=result))
 
             async def until_closed() -> None:
                 with contextlib.suppress(anyio.EndOfStream, *_GONE):

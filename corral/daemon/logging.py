@@ -34,7 +34,7 @@ _LEVELS: Final = {
     "restart-scheduled": logging.INFO,
     "supervisor-gave-up": logging.ERROR,
     "supervisor-auto-shutdown": logging.WARNING,
-    "supervisor-escalated": logging.ERROR,
+    "supervisor-escalated": logging.WARNING,  # the reason (gave up, ...) is logged before
     "dead-letter": logging.WARNING,
 }
 

@@ -39,7 +39,7 @@ from corral.supervisors.spec import SupervisorSpec
 from corral.supervisors.tree import open_tree
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Iterator
 
     from corral.supervisors.events import Event
     from corral.supervisors.tree import SupervisorRef, Tree
@@ -97,35 +97,12 @@ class Daemon:
         settings = self.loaded.daemon
         server = ControlServer(self, settings)
         await server.bind()
+        # Signals are caught from before the boot: one that comes during it is acted on as
+        # soon as the tree has started, never left to kill the process.
+        signals = anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         try:
-            async with open_tree(
-                self.spec,
-                held=held,
-                dead_letters=settings.dead_letters,
-                observers=(log_event, self._recent.append),
-            ) as tree:
-                self.tree = tree
-                self.started_at = anyio.current_time()
-                gc.freeze()  # the tree's objects are long-lived: keep them out of GC passes
-                log.info(
-                    "corral %s ready: %d children under / from %s, control socket %s",
-                    version_string(),
-                    len(self.spec.children),
-                    self.loaded.source,
-                    server.path,
-                )
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(server.serve)
-                    tg.start_soon(self._signals)
-                    tg.start_soon(self._watch_root, tree)
-                    if shutdown_trigger is not None:
-                        tg.start_soon(self._stop_after, shutdown_trigger)
-                    await self._stop.wait()
-                    log.info("stopping: children stop in reverse start order")
-                    server.close()
-                    tree.stop()
-                    await tree.wait()
-                    tg.cancel_scope.cancel()
+            with signals as received:
+                return await self._run(server, held, received, shutdown_trigger)
         except StartError as exc:
             log.error("the tree did not start: %s", exc)  # noqa: TRY400  # the cause is logged
             return ExitCode.TREE_FAILED
@@ -135,6 +112,42 @@ class Daemon:
         finally:
             gc.unfreeze()
             server.remove()
+
+    async def _run(
+        self,
+        server: ControlServer,
+        held: frozenset[str],
+        signals: AsyncIterator[int],
+        shutdown_trigger: Awaitable[None] | None,
+    ) -> ExitCode:
+        settings = self.loaded.daemon
+        async with open_tree(
+            self.spec,
+            held=held,
+            dead_letters=settings.dead_letters,
+            observers=(log_event, self._recent.append),
+        ) as tree:
+            self.tree = tree
+            self.started_at = anyio.current_time()
+            gc.freeze()  # the tree's objects are long-lived: keep them out of GC passes
+            log.info(
+                "corral %s ready: %d children under / from %s, control socket %s",
+                version_string(),
+                len(self.spec.children),
+                self.loaded.source,
+                server.path,
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(server.serve)
+                tg.start_soon(self._signals, signals)
+                tg.start_soon(self._watch_root, tree)
+                if shutdown_trigger is not None:
+                    tg.start_soon(self._stop_after, shutdown_trigger)
+                await self._stop.wait()
+                log.info("stopping: children stop in reverse start order")
+                tree.stop()  # the socket still answers meanwhile (status, `stopping`)
+                await tree.wait()
+                tg.cancel_scope.cancel()
         log.info("stopped")
         return self.exit_code
 
@@ -143,7 +156,10 @@ class Daemon:
         held = self.state.load()
         kept = held & frozenset(_static_paths(self.spec))
         if kept != held:
-            log.info("forgetting operator stops of children no longer configured: %s", held - kept)
+            log.info(
+                "forgetting operator stops of children no longer configured: %s",
+                ", ".join(sorted(held - kept)),
+            )
             self.state.save(kept)
         if kept:
             log.info("kept stopped by an operator: %s", ", ".join(sorted(kept)))
@@ -166,20 +182,18 @@ class Daemon:
             log.warning("the root supervisor shut down (auto-shutdown): the daemon exits")
             self.request_stop()
 
-    async def _signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    async def _signals(self, signals: AsyncIterator[int]) -> None:
+        async with anyio.create_task_group() as reloads:  # a reload never delays a stop
             async for signum in signals:
+                name = signal.Signals(signum).name
                 if signum == signal.SIGHUP:
-                    await self._reload_logged()
+                    reloads.start_soon(self._reload_logged)
                 elif not self._stopping:
-                    log.info(
-                        "%s: stopping gracefully (again to force)", signal.Signals(signum).name
-                    )
+                    log.info("%s: stopping gracefully (again to force)", name)
                     self.request_stop()
                 else:
                     log.warning(
-                        "%s again: forcing the stop; children still running are cancelled",
-                        signal.Signals(signum).name,
+                        "%s again: forcing the stop; children still running are cancelled", name
                     )
                     assert self.tree is not None
                     self.tree.stop(anyio.current_time())
@@ -248,6 +262,9 @@ class Daemon:
     async def stop(self, path: str) -> protocol.Done:
         sup, child_id, path = self._child(path)
         await sup.terminate_child(child_id, hold=True)
+        if path not in self._tree().held:  # OTP keeps no spec of these once stopped
+            why = "a dynamic supervisor's child" if sup.dynamic else "a temporary child"
+            return self._done(path, f"stopped and removed ({why}: its spec is not kept)")
         return self._done(path, "stopped; it stays stopped until `corral start`")
 
     async def restart(self, path: str) -> protocol.Done:

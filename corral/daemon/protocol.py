@@ -213,12 +213,12 @@ class StatusNode(_Result, frozen=True, kw_only=True):
     path: str
     type: str  # "worker" | "supervisor"
     state: str  # starting | running | backoff | stopping | stopped | failed
-    restarts: int = 0
+    restarts: int  # always present, like path, type and state
+    held: bool  # stopped by an operator: stays stopped until started
     uptime: float | None = None  # seconds since it last started, while it runs
     last_exit: str | None = None  # "normal" | "shutdown" | "error"
     last_error: str | None = None  # repr of the last exception
     next_restart_in: float | None = None  # seconds, in backoff
-    held: bool = False  # stopped by an operator: stays stopped until started
     mailbox_depth: int = 0
     mailbox_capacity: int = 0
     handled: int = 0

@@ -104,7 +104,12 @@ def status(tree: Tree, path: str = "/") -> protocol.StatusNode:
     stats, child = find(tree, path)
     if child is None:
         return protocol.StatusNode(
-            path="/", type="supervisor", state="running", **_supervisor_fields(stats, clock, held)
+            path="/",
+            type="supervisor",
+            state="running",
+            restarts=0,
+            held=False,
+            **_supervisor_fields(stats, clock, held),
         )
     return _child_node(child, clock, held)
 

@@ -1551,13 +1551,13 @@ async def test_json_log_lines_carry_event_fields(
         ),
         pytest.param(
             lambda t: SupervisorEscalated("/g", "/", t),
-            "error",
+            "warning",
             "supervisor /g exited; escalated to /",
             id="escalated",
         ),
         pytest.param(
             lambda t: SupervisorEscalated("/", None, t),
-            "error",
+            "warning",
             "supervisor / exited; escalated to the daemon",
             id="root-escalated",
         ),

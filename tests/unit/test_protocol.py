@@ -321,11 +321,17 @@ def test_status_node_round_trips_with_children() -> None:
         path="/",
         type="supervisor",
         state="running",
+        restarts=0,
+        held=False,
         strategy="one-for-one",
         intensity=1,
         period=5.0,
         restarts_remaining=1,
-        children=[protocol.StatusNode(path="/a", type="worker", state="running", uptime=1.5)],
+        children=[
+            protocol.StatusNode(
+                path="/a", type="worker", state="running", restarts=0, held=False, uptime=1.5
+            )
+        ],
     )
     decoded = protocol.decode_response(protocol.encode(protocol.Response(ok=True, result=node)))
     assert msgspec.convert(decoded.result, protocol.StatusNode) == node
@@ -333,6 +339,8 @@ def test_status_node_round_trips_with_children() -> None:
         "path": "/a",
         "type": "worker",
         "state": "running",
+        "restarts": 0,
+        "held": False,
         "uptime": 1.5,
     }
 
