@@ -1,0 +1,104 @@
+"""Actors for end-to-end configs: the daemon subprocess imports them as ``tests.e2e.actors``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+import corral
+
+
+class Echo(corral.Actor):
+    """Answers every call with its message; ``greeting`` shows which args it was started with."""
+
+    def __init__(self, greeting: str = "hello") -> None:
+        self.greeting = greeting
+
+    async def handle(self, message: object) -> object:
+        return f"{self.greeting} {message}"
+
+
+class Steady(corral.Actor):
+    """Has ``on_start``/``on_stop``, so the daemon must run and stop it in order."""
+
+    async def on_start(self) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    async def handle(self, message: object) -> object:
+        return message
+
+    async def on_stop(self) -> None:
+        await anyio.lowlevel.checkpoint()
+
+
+class FailsToStart(corral.Actor):
+    async def on_start(self) -> None:
+        msg = "cannot start: the database is down"
+        raise RuntimeError(msg)
+
+
+class SlowStop(corral.Actor):
+    """Takes *seconds* to stop (its shutdown timeout decides how long it is given)."""
+
+    def __init__(self, seconds: float = 1.0) -> None:
+        self.seconds = seconds
+
+    async def handle(self, message: object) -> object:
+        return message
+
+    async def on_stop(self) -> None:
+        await anyio.sleep(self.seconds)
+
+
+async def crash_on_start(ctx: corral.Context) -> None:
+    """Crashes at once, every time: its supervisor gives up."""
+    ctx.started()
+    msg = "crash loop"
+    raise RuntimeError(msg)
+
+
+class Dropper(corral.Actor):
+    """Casts itself two messages while starting; with a one-message drop-newest mailbox the
+    second one becomes a dead letter (reason ``dropped``)."""
+
+    async def on_start(self) -> None:
+        self.ctx.ref.cast_nowait("first")
+        self.ctx.ref.cast_nowait("second")
+
+    async def handle(self, message: object) -> object:
+        return message
+
+
+async def finishes(ctx: corral.Context) -> None:
+    """Returns as soon as it has started: a normal exit (with ``significant``, its
+    supervisor's auto-shutdown decides what follows)."""
+    ctx.started()
+    await anyio.lowlevel.checkpoint()
+
+
+def _append(path: str, line: str) -> None:
+    with Path(path).open("a") as f:
+        f.write(line + "\n")
+
+
+class Recorder(corral.Actor):
+    """Appends ``start NAME NOTE`` and ``stop NAME`` lines to the file *log* as ``on_start`` and
+    ``on_stop`` run: a test reads when each ran, in which order, and with which args. Its
+    ``on_stop`` first takes *seconds*, so a sibling stopped at the same time would show."""
+
+    def __init__(self, log: str, name: str, note: str = "", seconds: float = 0.0) -> None:
+        self.log = log
+        self.name = name
+        self.note = note
+        self.seconds = seconds
+
+    async def on_start(self) -> None:
+        _append(self.log, f"start {self.name} {self.note}".rstrip())
+
+    async def handle(self, message: object) -> object:
+        return message
+
+    async def on_stop(self) -> None:
+        await anyio.sleep(self.seconds)
+        _append(self.log, f"stop {self.name}")
