@@ -231,7 +231,7 @@ class Daemon:
         return [view.event(e, clock) for e in recent]
 
     def status(self, path: str) -> protocol.StatusNode:
-        return view.status(self._tree(), path)
+        return view.status(self._tree(), path, stopping=self._stopping)
 
     def why(self, path: str) -> protocol.WhyResult:
         return view.why(self._tree(), path)

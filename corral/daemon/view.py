@@ -79,7 +79,7 @@ def find(tree: Tree, path: str) -> tuple[SupervisorStatistics, ChildStatistics |
     """The supervisor's snapshot and the child at *path* (None for the root).
 
     Raises:
-        UnknownPathError: nothing at *path*.
+        UnknownPathError: nothing at *path*; the message says which part is missing.
     """
     path = normalize(path)
     if path == "/":
@@ -87,9 +87,8 @@ def find(tree: Tree, path: str) -> tuple[SupervisorStatistics, ChildStatistics |
     parent = parent_path(path)
     try:
         stats = tree.supervisor(parent).statistics()
-    except UnknownPathError:
-        msg = f"nothing at {path!r}: its supervisor {parent!r} is not running"
-        raise UnknownPathError(msg, path=path) from None
+    except UnknownPathError:  # not running, not a supervisor, or stopping: walk down to see
+        stats = _walk(tree, parent)
     for child in stats.children:
         if child.path == path:
             return stats, child
@@ -97,8 +96,29 @@ def find(tree: Tree, path: str) -> tuple[SupervisorStatistics, ChildStatistics |
     raise UnknownPathError(msg, path=path)
 
 
-def status(tree: Tree, path: str = "/") -> protocol.StatusNode:
-    """The node at *path* and everything below it."""
+def _walk(tree: Tree, path: str) -> SupervisorStatistics:
+    """The snapshot of the supervisor at *path*, found from the root's."""
+    stats = tree.statistics()
+    for child_id in path.strip("/").split("/"):
+        found = next((c for c in stats.children if c.id == child_id), None)
+        if found is None:
+            msg = f"supervisor {stats.path!r} has no child {child_id!r}"
+            raise UnknownPathError(msg, path=path)
+        if found.type.value == "worker":
+            msg = f"{found.path} is a worker: it has no children"
+            raise UnknownPathError(msg, path=path)
+        if found.supervisor is None:
+            msg = (
+                f"supervisor {found.path} is {found.state.value}, so its children are not"
+                f" running (`corral start {found.path}`)"
+            )
+            raise UnknownPathError(msg, path=path)
+        stats = found.supervisor
+    return stats
+
+
+def status(tree: Tree, path: str = "/", *, stopping: bool = False) -> protocol.StatusNode:
+    """The node at *path* and everything below it (the root is ``stopping`` if so)."""
     clock = Clock()
     held = tree.held
     stats, child = find(tree, path)
@@ -106,7 +126,7 @@ def status(tree: Tree, path: str = "/") -> protocol.StatusNode:
         return protocol.StatusNode(
             path="/",
             type="supervisor",
-            state="running",
+            state="stopping" if stopping else "running",
             restarts=0,
             held=False,
             **_supervisor_fields(stats, clock, held),

@@ -303,8 +303,7 @@ ERRORS = [
     (("status", "/nope"), "/nope: ERROR (not_found) supervisor '/' has no child 'nope'"),
     (
         ("stop", "/nope/deeper"),
-        "/nope/deeper: ERROR (not_found) nothing at '/nope/deeper': its supervisor '/nope' is"
-        " not running",
+        "/nope/deeper: ERROR (not_found) supervisor '/' has no child 'nope'",
     ),
     (("start", "/a"), "/a: ERROR (running) supervisor '/': child 'a' is running"),
     (("delete-child", "/a"), "/a: ERROR (running) supervisor '/': child 'a' is running"),

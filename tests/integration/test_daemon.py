@@ -368,8 +368,15 @@ async def test_ping_status_and_why(workdir: Path, anyio_backend: str) -> None:
             "status",
             {"path": "/group/nope/x"},
             "not_found",
-            "nothing at '/group/nope/x': its supervisor '/group/nope' is not running",
+            "supervisor '/group' has no child 'nope'",
             id="status-below-nothing",
+        ),
+        pytest.param(
+            "status",
+            {"path": "/echo/x"},
+            "not_found",
+            "/echo is a worker: it has no children",
+            id="status-below-a-worker",
         ),
         pytest.param(
             "why",
@@ -559,11 +566,11 @@ async def test_stopping_a_supervisor_stops_its_subtree(workdir: Path, anyio_back
         assert (group["state"], group["held"], group["children"]) == ("stopped", True, [])
         assert await conn.error("status", path="/group/leader") == (
             "not_found",
-            "nothing at '/group/leader': its supervisor '/group' is not running",
+            "supervisor /group is stopped, so its children are not running (`corral start /group`)",
         )
         assert await conn.error("kill", path="/group/leader") == (
             "not_found",
-            "nothing at '/group/leader': its supervisor '/group' is not running",
+            "supervisor /group is stopped, so its children are not running (`corral start /group`)",
         )
         await conn.ok("start", path="/group")
         group = await conn.ok("status", path="/group")
