@@ -142,7 +142,10 @@ def test_commands_while_stopping(workdir: Path, backend: str, daemons: list[Daem
         d.signal(signal.SIGTERM)
         d.event("child-stopped", "/a")  # stopped first: /slow is stopping now, for an hour
         status = client.ask({"command": "status"})
+        assert status["result"]["state"] == "stopping"
         assert [c["state"] for c in status["result"]["children"]] == ["stopping", "stopped"]
+        slow = client.ask({"command": "status", "path": "/slow"})
+        assert slow["result"]["state"] == "stopping"  # reached although the root is stopping
         refused = client.ask({"command": "kill", "path": "/slow"})
         assert refused["error"]["code"] == "stopping"
         assert refused["error"]["message"].startswith("the daemon is stopping: ")
