@@ -99,7 +99,7 @@ def find(tree: Tree, path: str) -> tuple[SupervisorStatistics, ChildStatistics |
 def _walk(tree: Tree, path: str) -> SupervisorStatistics:
     """The snapshot of the supervisor at *path*, found from the root's."""
     stats = tree.statistics()
-    for child_id in path.strip("/").split("/"):
+    for child_id in [p for p in path.split("/") if p]:
         found = next((c for c in stats.children if c.id == child_id), None)
         if found is None:
             msg = f"supervisor {stats.path!r} has no child {child_id!r}"
