@@ -41,7 +41,7 @@ class Exit(enum.IntEnum):
 
 SOCKET_ENV: Final = "CORRAL_SOCKET"
 DEFAULT_SOCKETS: Final = (Path("run/control.sock"), Path("/run/corral/control.sock"))
-TIMEOUT: Final = 60.0  # a command answers when its child has stopped or started: be patient
+TIMEOUT: Final = 60.0  # for questions; a command waits as long as its child's stop or start
 
 
 class Unreachable(Exception):  # the daemon is: "corral: Unreachable(...)" reads well
@@ -70,7 +70,7 @@ def default_socket() -> Path:
 class Client:
     """A blocking connection to a daemon: one request, one response line."""
 
-    def __init__(self, path: Path, timeout: float = TIMEOUT) -> None:
+    def __init__(self, path: Path, timeout: float | None = TIMEOUT) -> None:
         self.path = path
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
@@ -299,8 +299,8 @@ def _print_json(value: object) -> None:
     print(json.dumps(value, indent=2))
 
 
-def _client(args: argparse.Namespace) -> Client:
-    return Client(args.socket or default_socket())
+def _client(args: argparse.Namespace, timeout: float | None = TIMEOUT) -> Client:
+    return Client(args.socket or default_socket(), timeout)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -333,7 +333,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _action(request: protocol.Request) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
-        with _client(args) as client:
+        with _client(args, timeout=None) as client:  # as long as the child's shutdown takes
             done = client.call(request_for(args))
         print(f"{done['path']}: {done['done']}")
         if done.get("warning"):
@@ -355,14 +355,14 @@ def cmd_start_child(args: argparse.Namespace) -> int:
     if not isinstance(child_args, dict):
         return _usage("--args must be a JSON object, e.g. '{\"port\": 8080}'")
     request = protocol.StartChild(supervisor=args.supervisor, id=args.id, args=child_args)
-    with _client(args) as client:
+    with _client(args, timeout=None) as client:
         done = client.call(request)
     print(f"{done['path']}: {done['done']}")
     return Exit.OK
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with _client(args, timeout=None) as client:
         result = client.call(protocol.Reload(dry_run=args.dry_run))
     verb = "would" if args.dry_run else "did"
     print(f"reload of {result['source']}: {verb} apply {len(result['changes'])} change(s)")
@@ -416,7 +416,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def cmd_shutdown(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with _client(args, timeout=None) as client:
         done = client.call(protocol.Shutdown())
     print(done["done"])
     return Exit.OK

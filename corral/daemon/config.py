@@ -32,6 +32,7 @@ The file (keys are kebab-case)::
 
 from __future__ import annotations
 
+import grp
 import importlib
 import importlib.resources
 import inspect
@@ -316,6 +317,13 @@ class _Converter:
         if config.socket_group is not None and config.socket_mode != 0o660:
             msg = "a socket-group needs socket-mode = 0o660 (the group must be able to connect)"
             raise self.fail(msg, "$.daemon.socket-mode")
+        if config.socket_group is not None:
+            try:
+                grp.getgrnam(config.socket_group)
+            except KeyError:
+                name = config.socket_group
+                msg = f"group {name!r} does not exist: create it (groupadd {name}) or name another"
+                raise self.fail(msg, "$.daemon.socket-group") from None
 
     def root(self, config: SupervisorConfig) -> SupervisorSpec:
         at = "$.supervisor"

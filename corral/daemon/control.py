@@ -143,7 +143,7 @@ class ControlServer:
         if settings.socket_group is not None:
             try:
                 gid = grp.getgrnam(settings.socket_group).gr_gid
-            except KeyError:
+            except KeyError:  # checked with the config; deleted since
                 msg = f"socket-group {settings.socket_group!r} does not exist: create it or fix it"
                 raise DaemonError(msg) from None
             self._gids.add(gid)
@@ -214,43 +214,53 @@ class ControlServer:
     async def _connection(self, stream: anyio.abc.SocketStream) -> None:
         async with stream:
             sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)  # noqa: S610  # anyio, not Django
-            peer = peer_of(sock)
-            if not self._allowed(peer):
-                log.warning(
-                    "refused a control connection from uid %d (pid %d, gid %d): not root, the"
-                    " daemon's user, in allowed-uids, or in socket-group/allowed-gids",
-                    peer.uid,
-                    peer.pid,
-                    peer.gid,
-                    extra={"fields": {"event": "refused", "uid": peer.uid, "pid": peer.pid}},
-                )
-                await self._send(stream, _error(protocol.Code.FORBIDDEN, self._forbidden(peer)))
-                return
-            if self._connections >= self.settings.max_connections:
-                log.warning("refused a control connection: %d already open", self._connections)
-                message = (
-                    f"the daemon serves at most {self.settings.max_connections} connections"
-                    " (max-connections): try again"
-                )
-                await self._send(stream, _error(protocol.Code.BUSY, message))
-                return
-            self._connections += 1
             try:
-                await self._converse(stream, peer)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                peer = peer_of(sock)
+                await self._serve_peer(stream, peer)
+            except _GONE:
                 pass  # the client went away: nothing to answer
             except Exception:  # one connection's failure must never stop the daemon
-                log.exception("control connection of uid %d (pid %d) failed", peer.uid, peer.pid)
-            finally:
-                self._connections -= 1
+                log.exception("a control connection failed")
+
+    async def _serve_peer(self, stream: anyio.abc.SocketStream, peer: Peer) -> None:
+        if not self._allowed(peer):
+            log.warning(
+                "refused a control connection from uid %d (pid %d, gid %d): not root, the"
+                " daemon's user, in allowed-uids, or in socket-group/allowed-gids",
+                peer.uid,
+                peer.pid,
+                peer.gid,
+                extra={"fields": {"event": "refused", "uid": peer.uid, "pid": peer.pid}},
+            )
+            await self._send(stream, _error(protocol.Code.FORBIDDEN, self._forbidden(peer)))
+            return
+        if self._connections >= self.settings.max_connections:
+            log.warning("refused a control connection: %d already open", self._connections)
+            message = (
+                f"the daemon serves at most {self.settings.max_connections} connections"
+                " (max-connections): try again"
+            )
+            await self._send(stream, _error(protocol.Code.BUSY, message))
+            return
+        self._connections += 1
+        try:
+            await self._converse(stream, peer)
+        finally:
+            self._connections -= 1
 
     def _allowed(self, peer: Peer) -> bool:
         return peer.uid in self._uids or bool(self._gids & {peer.gid, *peer.groups})
 
     def _forbidden(self, peer: Peer) -> str:
         group = self.settings.socket_group
-        grant = f"add it to group {group!r}" if group else "list it in allowed-uids"
-        return f"uid {peer.uid} may not use this daemon: {grant} in the daemon's config"
+        if group:
+            grant = f"add that user to group {group!r} (usermod -aG {group} USER), or list"
+        else:
+            grant = "list"
+        return (
+            f"uid {peer.uid} may not use this daemon: {grant} it in allowed-uids in the"
+            " daemon's config"
+        )
 
     async def _converse(self, stream: anyio.abc.SocketStream, peer: Peer) -> None:
         reader = BufferedByteReceiveStream(stream)
@@ -292,9 +302,11 @@ class ControlServer:
                 await self._send(stream, protocol.Response(ok=True, result=recent))
                 continue
             response = await self._answer(request, peer)
-            await self._send(stream, response)
-            if isinstance(request, protocol.Shutdown) and response.ok:
-                self.daemon.request_stop()  # after the answer is out
+            try:
+                await self._send(stream, response)
+            finally:  # asked and audited: done even if the client did not wait for the answer
+                if isinstance(request, protocol.Shutdown) and response.ok:
+                    self.daemon.request_stop()
 
     async def _send(self, stream: anyio.abc.SocketStream, response: protocol.Response) -> None:
         """Send one frame; a client that does not read for idle-timeout is dropped."""

@@ -35,7 +35,7 @@ from corral.errors import (
     UnsupportedError,
 )
 from corral.supervisors.reconfigure import plan_tree
-from corral.supervisors.spec import SupervisorSpec
+from corral.supervisors.spec import RestartType, SupervisorSpec
 from corral.supervisors.tree import open_tree
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class Daemon:
     _stop: anyio.Event = attrs.field(factory=anyio.Event)
     _stopping: bool = False
     _reloading: anyio.Lock = attrs.field(factory=anyio.Lock)
-    _saved: frozenset[str] = frozenset()  # the held paths in the state file
+    _unsaved: StateError | None = None  # the last save of the held paths failed so
     _recent: deque[Event] = attrs.field(factory=lambda: deque(maxlen=RECENT_EVENTS))
 
     @property
@@ -124,6 +124,7 @@ class Daemon:
         async with open_tree(
             self.spec,
             held=held,
+            on_held=self._save_held,
             dead_letters=settings.dead_letters,
             observers=(log_event, self._recent.append),
         ) as tree:
@@ -163,7 +164,6 @@ class Daemon:
             self.state.save(kept)
         if kept:
             log.info("kept stopped by an operator: %s", ", ".join(sorted(kept)))
-        self._saved = kept
         return kept
 
     def request_stop(self) -> None:
@@ -275,7 +275,9 @@ class Daemon:
                 " by hand (OTP's rule): use `corral kill` to make its supervisor restart it"
             )
             raise UnsupportedError(msg, supervisor=sup.path, child_id=child_id)
-        await sup.terminate_child(child_id)
+        # A temporary child's spec is dropped when it stops (OTP), unless held: hold it for
+        # the moment between the stop and the start, which ends the hold.
+        await sup.terminate_child(child_id, hold=self._temporary(path))
         await sup.restart_child(child_id)
         return self._done(path, "restarted")
 
@@ -308,13 +310,20 @@ class Daemon:
         await sup.delete_child(child_id)
         return self._done(path, "deleted")
 
+    def _temporary(self, path: str) -> bool:
+        """Whether the config declares the child at *path* temporary."""
+        spec: SupervisorSpec | None = self.spec
+        child = None
+        for child_id in path.strip("/").split("/"):
+            child = next((c for c in spec.children if c.id == child_id), None) if spec else None
+            spec = child.start if child and isinstance(child.start, SupervisorSpec) else None
+        return child is not None and child.restart is RestartType.TEMPORARY
+
     def _done(self, path: str, what: str) -> protocol.Done:
-        """The command was carried out; the operator's stops are saved if they changed."""
-        try:
-            self._save_held()
-        except StateError as exc:
-            log.error("%s", exc)  # noqa: TRY400  # the message says it all
-            return protocol.Done(path=path, done=what, warning=f"{exc}: not kept across restarts")
+        """The command was carried out (and the operator's stops saved as they changed)."""
+        if self._unsaved is not None:
+            warning = f"{self._unsaved}: the operator's stops are not kept across restarts"
+            return protocol.Done(path=path, done=what, warning=warning)
         return protocol.Done(path=path, done=what)
 
     async def reload(self, *, dry_run: bool) -> protocol.ReloadResult:
@@ -338,7 +347,7 @@ class Daemon:
                     f"[daemon] {', '.join(changed)} changed: applied when the daemon restarts"
                 )
             result = protocol.ReloadResult(
-                source=new.source, dry_run=dry_run, changes=changes, notes=notes
+                source=new.source, dry_run=dry_run, changes=changes, notes=notes, failures=[]
             )
             if dry_run:
                 return result
@@ -352,20 +361,21 @@ class Daemon:
                     continue
                 failures.extend(str(f) for f in await sup.reconfigure(plan))
             self.loaded = new
-            try:
-                self._save_held()
-            except StateError as exc:
-                log.error("%s", exc)  # noqa: TRY400  # the message says it all
-                notes.append(f"{exc}: the operator's stops are not kept across restarts")
+            if self._unsaved is not None:
+                notes.append(f"{self._unsaved}: the operator's stops are not kept across restarts")
             return protocol.ReloadResult(
                 source=new.source, dry_run=False, changes=changes, notes=notes, failures=failures
             )
 
-    def _save_held(self) -> None:
-        held = self._tree().held
-        if held != self._saved:
+    def _save_held(self, held: frozenset[str]) -> None:
+        """Save the operator's stops the moment they change (a stop may be cut short)."""
+        try:
             self.state.save(held)
-            self._saved = held
+        except StateError as exc:
+            log.error("%s", exc)  # noqa: TRY400  # the message says it all
+            self._unsaved = exc
+        else:
+            self._unsaved = None
 
     def shutdown(self) -> protocol.Done:
         """What `corral shutdown` answers; the control server then calls ``request_stop``."""

@@ -257,8 +257,8 @@ class ReloadResult(_Result, frozen=True, kw_only=True):
     source: str
     dry_run: bool
     changes: list[str]  # one line per change, in the order applied
-    notes: list[str] = msgspec.field(default_factory=list)  # what a reload does not apply
-    failures: list[str] = msgspec.field(default_factory=list)  # children that failed to start
+    notes: list[str]  # what a reload does not apply, or could not save
+    failures: list[str]  # children that failed to start (the rest was applied)
 
 
 class DeadLetterInfo(_Result, frozen=True, kw_only=True):

@@ -458,6 +458,12 @@ class SupervisorCore:
 
     def _check_idle(self, child_id: str) -> None:
         rec = self.get(child_id)
+        if rec.status is ChildStatus.STOPPING:
+            msg = (
+                f"supervisor {self.name!r}: child {child_id!r} is running (stopping);"
+                " try again once it has stopped"
+            )
+            raise RunningError(msg, supervisor=self.name, child_id=child_id)
         if rec.status in _ALIVE:
             msg = f"supervisor {self.name!r}: child {child_id!r} is running"
             raise RunningError(msg, supervisor=self.name, child_id=child_id)

@@ -137,6 +137,8 @@ def plan_tree(old: SupervisorSpec, new: SupervisorSpec, path: str = "/") -> list
     old_by_id = {c.id: c for c in old.children}
     new_by_id = {c.id: c for c in new.children}
     for child_id in here.adopted:
+        if child_id in here.restarted:
+            continue  # restarted whole with its new spec, with a changed sibling
         before, after = old_by_id[child_id].start, new_by_id[child_id].start
         assert isinstance(before, SupervisorSpec)
         assert isinstance(after, SupervisorSpec)

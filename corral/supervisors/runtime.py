@@ -973,15 +973,20 @@ class Supervisor:
                 return await self._start_new(op.spec)
             case "terminate_child":
                 rec = core.get(op.child_id)
-                if op.hold and not (core.dynamic or rec.spec.restart is RestartType.TEMPORARY):
-                    # Held from now, so that no restart planned while it stops starts it again.
+                slot = self.slots[op.child_id]
+                if op.hold and not core.dynamic:
+                    # Held from now, so that no restart planned while it stops starts it again
+                    # (and the owner can save it before the stop, which may be cut short).
                     rec.held = True
-                    self._services.held.add(self.slots[op.child_id].path)
+                    self._services.hold(slot.path)
                 if core.terminate(op.child_id):
                     tg = self._tg
                     assert tg is not None
-                    in_flight = self.slots[op.child_id].stop_done
+                    in_flight = slot.stop_done
                     if in_flight is None:
+                        # Marked now, before any other message is read: whatever stops it
+                        # next waits for this stop rather than starting a second one.
+                        slot.stop_done = anyio.Event()
                         tg.start_soon(self._terminate_later, op, call)
                     else:  # terminated twice: the second caller waits for the same stop
                         tg.start_soon(self._answer_when_set, in_flight, op, call)
@@ -993,7 +998,7 @@ class Supervisor:
                 self._refuse_dynamic(op)
                 core.check_restart(op.child_id)
                 core.get(op.child_id).held = False  # the operator wants it running again
-                self._services.held.discard(self.slots[op.child_id].path)
+                self._services.unhold(self.slots[op.child_id].path)
                 try:
                     await self._start(op.child_id)
                 except _StartFailure as failure:
@@ -1027,7 +1032,8 @@ class Supervisor:
         own stop that includes it waits for this stop instead of starting another.
         """
         slot = self.slots[op.child_id]
-        done = slot.stop_done = anyio.Event()
+        done = slot.stop_done
+        assert done is not None  # set by _operate
         try:
             await self._stop_child_now(op.child_id)
             self._terminated(op)  # before anyone waiting on `done` runs
@@ -1048,9 +1054,14 @@ class Supervisor:
         call.resolve(None)
 
     def _terminated(self, op: _Op) -> None:
-        """``terminate_child``'s end: the child's spec is kept (closed) or dropped."""
+        """``terminate_child``'s end: the child's spec is kept (closed) or dropped.
+
+        OTP drops a temporary child's spec; beyond OTP, a held one is kept, so that an
+        operator's stop can be undone like any other.
+        """
         core = self.core
-        if core.dynamic or core.get(op.child_id).spec.restart is RestartType.TEMPORARY:
+        rec = core.get(op.child_id)
+        if core.dynamic or (rec.spec.restart is RestartType.TEMPORARY and not rec.held):
             self._drop_slot(op.child_id)
         else:
             self._close(op.child_id, "stopped by an operator" if op.hold else "terminated")
@@ -1109,8 +1120,12 @@ class Supervisor:
                 continue  # deleted by an operator since: nothing to update
             slot, spec = self.slots[child_id], new_by_id[child_id]
             if spec.type is not slot.spec.type:
+                held = core.children[child_id].held
                 self._drop_slot(child_id)  # a worker and a supervisor share no runtime state
                 self._add_slot(spec)
+                if held:  # the holds below it went with it; its own stays
+                    core.children[child_id].held = True
+                    self._services.hold(slot.path)
                 continue
             slot.spec = core.children[child_id].spec = spec
             if slot.cell is not None:

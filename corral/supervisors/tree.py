@@ -42,6 +42,7 @@ class TreeServices:
         "held",
         "letters",
         "new_waiter",
+        "on_held",
         "random",
         "registry",
         "supervisors",
@@ -53,9 +54,11 @@ class TreeServices:
         random: Callable[[], float],
         dead_letters: int,
         held: Iterable[str] = (),
+        on_held: Callable[[frozenset[str]], None] | None = None,
     ) -> None:
         self.bus = EventBus()
         self.held = set(held)  # paths stopped by an operator: not started until asked
+        self.on_held = on_held  # told of every change to `held`, when it happens
         self.letters = DeadLetterBox(dead_letters)
         self.registry = Registry()
         self.cells: dict[str, ActorCell] = {}  # by path, across supervisor restarts
@@ -76,10 +79,27 @@ class TreeServices:
         prefix = path.rstrip("/") + "/"
         return [c for p, c in self.cells.items() if p.startswith(prefix)]
 
+    def hold(self, path: str) -> None:
+        if path not in self.held:
+            self.held.add(path)
+            self._held_changed()
+
+    def unhold(self, path: str) -> None:
+        if path in self.held:
+            self.held.discard(path)
+            self._held_changed()
+
     def forget_held(self, path: str) -> None:
         """The child at *path* is gone for good: so are the holds on it and below it."""
         prefix = path.rstrip("/") + "/"
-        self.held = {p for p in self.held if p != path and not p.startswith(prefix)}
+        kept = {p for p in self.held if p != path and not p.startswith(prefix)}
+        if kept != self.held:
+            self.held = kept
+            self._held_changed()
+
+    def _held_changed(self) -> None:
+        if self.on_held is not None:
+            self.on_held(frozenset(self.held))
 
     def close_cells(self, path: str, reason: str) -> None:
         """Stopped for good, until restarted: see ``ActorCell.close``."""
@@ -318,6 +338,7 @@ async def open_tree(
     random: Callable[[], float] | None = None,
     dead_letters: int = 1000,
     held: Iterable[str] = (),
+    on_held: Callable[[frozenset[str]], None] | None = None,
     observers: Iterable[Observer] = (),
 ) -> AsyncIterator[Tree]:
     """Start *spec*'s tree (children in order, each ready before the next) and yield it.
@@ -328,6 +349,7 @@ async def open_tree(
         dead_letters: how many dead letters the tree keeps (counts are kept for all).
         held: paths of children an operator stopped: they are not started (see
             ``SupervisorRef.terminate_child``); ``Tree.held`` is the current set.
+        on_held: called with the new set whenever it changes, at once (to persist it).
         observers: subscribed to ``Tree.events`` before anything starts, so they see the
             boot too.
 
@@ -335,7 +357,9 @@ async def open_tree(
         StartError: a child failed to start; nothing is left running.
         SupervisorGaveUpError: the root gave up while the block ran (the block is cancelled).
     """
-    services = TreeServices(random=random or _random.random, dead_letters=dead_letters, held=held)
+    services = TreeServices(
+        random=random or _random.random, dead_letters=dead_letters, held=held, on_held=on_held
+    )
     for observer in observers:
         services.bus.subscribe(observer)
     tree = Tree(spec, services)

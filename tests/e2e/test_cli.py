@@ -366,21 +366,20 @@ def test_errors_exit_1_with_code_and_message(
 def test_stop_says_what_became_of_the_child(
     workdir: Path, backend: str, daemons: list[Daemon]
 ) -> None:
-    """`corral stop` says what became of the child: a held one can be started again; a
-    temporary child and a dynamic supervisor's child are removed (OTP keeps no spec of them),
-    and the message says so."""
+    """`corral stop` holds a child (a temporary one too) until `corral start`; a dynamic
+    supervisor's child is removed (there is no spec to keep), and the message says so."""
     d = start(workdir, backend, daemons)
-    assert ok(d, "stop", "/a") == "/a: stopped; it stays stopped until `corral start`\n"
-    assert ok(d, "start", "/a") == "/a: started\n"
+    for path in ("/a", "/once"):
+        assert ok(d, "stop", path) == f"{path}: stopped; it stays stopped until `corral start`\n"
+        assert ok(d, "start", path) == f"{path}: started\n"
+    assert ok(d, "restart", "/once") == "/once: restarted\n"  # temporary: kept for the start
     ok(d, "start-child", "/pool", "--id", "k")
-    for path, why in (
-        ("/once", "a temporary child"),
-        ("/pool/k", "a dynamic supervisor's child"),
-    ):
-        assert ok(d, "stop", path) == f"{path}: stopped and removed ({why}: its spec is not kept)\n"
-        result = d.cli("start", path)
-        assert result.rc == 1
-        assert "ERROR (not_found)" in result.err
+    assert ok(d, "stop", "/pool/k") == (
+        "/pool/k: stopped and removed (a dynamic supervisor's child: its spec is not kept)\n"
+    )
+    result = d.cli("start", "/pool/k")
+    assert result.rc == 1
+    assert "ERROR (not_found)" in result.err
 
 
 def test_version(served: Daemon, backend: str) -> None:

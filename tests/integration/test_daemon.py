@@ -685,7 +685,7 @@ async def test_a_state_that_cannot_be_saved_is_a_warning(workdir: Path, anyio_ba
             "path": "/ticker",
             "done": "stopped; it stays stopped until `corral start`",
             "warning": f"state {state / 'held.json'} was not saved: No space left on device:"
-            " not kept across restarts",
+            " the operator's stops are not kept across restarts",
         }
 
 
@@ -701,7 +701,7 @@ async def test_a_lost_state_directory_is_a_warning(workdir: Path, anyio_backend:
             "path": "/ticker",
             "done": "stopped; it stays stopped until `corral start`",
             "warning": f"state {state / 'held.json'} was not saved: Not a directory:"
-            " not kept across restarts",
+            " the operator's stops are not kept across restarts",
         }
 
 
@@ -725,6 +725,8 @@ async def test_reload_dry_run_then_apply(workdir: Path, anyio_backend: str) -> N
             "source": str(path),
             "dry_run": True,
             "changes": [],
+            "notes": [],
+            "failures": [],
         }
         path.write_text(config_text(workdir, TREE + EXTRA, "dead-letters = 5\n"))
         plan = {
@@ -732,6 +734,7 @@ async def test_reload_dry_run_then_apply(workdir: Path, anyio_backend: str) -> N
             "dry_run": True,
             "changes": ["start /extra (new)"],
             "notes": ["[daemon] dead-letters changed: applied when the daemon restarts"],
+            "failures": [],
         }
         assert await conn.ok("reload", dry_run=True) == plan
         assert await conn.error("status", path="/extra") == (
@@ -745,6 +748,8 @@ async def test_reload_dry_run_then_apply(workdir: Path, anyio_backend: str) -> N
             "source": str(path),
             "dry_run": True,
             "changes": [],
+            "notes": [],
+            "failures": [],
         }
 
 
@@ -766,6 +771,7 @@ async def test_reload_notes_a_supervisor_that_is_not_running(
             "dry_run": False,
             "changes": ["start /group/third (new)"],
             "notes": ["/group is not running: its new spec applies when it starts"],
+            "failures": [],
         }
         await conn.ok("start", path="/group")
         group = await conn.ok("status", path="/group")
@@ -835,6 +841,8 @@ async def test_the_demo_daemon_reloads_the_demo(
             "source": "corral:demo.toml",
             "dry_run": False,
             "changes": [],
+            "notes": [],
+            "failures": [],
         }
         assert (await conn.ok("ping"))["config"] == "corral:demo.toml"
 
@@ -1418,14 +1426,16 @@ async def test_socket_group_gets_mode_0660(workdir: Path, anyio_backend: str) ->
         assert (await (await running.connect()).ok("ping"))["pid"] == os.getpid()
 
 
-async def test_unknown_socket_group_is_a_daemon_error(workdir: Path, anyio_backend: str) -> None:
-    """A socket-group that does not exist stops the daemon before anything starts."""
-    daemon = make_daemon(
-        workdir, anyio_backend, daemon='socket-group = "no-such-group"\nsocket-mode = 0o660'
+async def test_unknown_socket_group_is_a_config_error(workdir: Path, anyio_backend: str) -> None:
+    """A socket-group that does not exist is found with the config (exit 6), not at bind."""
+    with pytest.raises(config.ConfigError) as info:
+        make_daemon(
+            workdir, anyio_backend, daemon='socket-group = "no-such-group"\nsocket-mode = 0o660'
+        )
+    assert str(info.value).endswith(
+        "group 'no-such-group' does not exist: create it (groupadd no-such-group) or name"
+        " another at $.daemon.socket-group"
     )
-    with pytest.raises(DaemonError) as info:
-        await daemon.serve()
-    assert str(info.value) == "socket-group 'no-such-group' does not exist: create it or fix it"
 
 
 async def test_a_socket_path_too_long_is_a_daemon_error(workdir: Path, anyio_backend: str) -> None:
@@ -1661,3 +1671,73 @@ async def test_commands_are_audited_in_the_log(
         f"ready: 4 children under / from corral.toml, control socket {running.socket}"
     )
     assert messages[-2:] == ["stopping: children stop in reverse start order", "stopped"]
+
+
+# -- regressions found in review ---------------------------------------------------------------
+
+
+async def test_a_refused_client_that_already_left_does_not_stop_the_daemon(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """A client past max-connections that closes before its `busy` answer is sent costs the
+    daemon nothing: it goes on serving."""
+    daemon = make_daemon(workdir, anyio_backend, daemon="max-connections = 1")
+    async with serving(daemon) as running:
+        holder = await running.connect()
+        assert (await holder.ok("ping"))["pid"] == os.getpid()
+        for _ in range(5):
+            gone = await anyio.connect_unix(running.socket)
+            await gone.aclose()  # before the daemon answers `busy`
+        await anyio.wait_all_tasks_blocked()
+        assert (await holder.ok("ping"))["pid"] == os.getpid()
+        assert not running.done.is_set()
+
+
+async def test_shutdown_from_a_client_that_does_not_wait_for_the_answer(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """`shutdown` sent and the connection closed at once (`nc -q0`) still stops the daemon."""
+    async with serving(make_daemon(workdir, anyio_backend)) as running:
+        client = await anyio.connect_unix(running.socket)
+        await client.send(b'{"command": "shutdown"}\n')
+        await client.aclose()
+        assert await running.exited() == ExitCode.OK
+
+
+async def test_an_operator_stop_is_saved_before_the_stop_ends(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """The hold is written to the state file when it is placed, so a stop cut short (a
+    forced daemon stop, a crash) still leaves the child stopped at the next start."""
+    tree = TREE + '\n[[supervisor.children]]\nid = "slow"\nstart = "' + __name__ + ':SlowToStop"\n'
+    tree += 'args = { name = "held" }\nshutdown = "infinity"\n'
+    STOPPING["held"] = anyio.Event()
+    async with serving(make_daemon(workdir, anyio_backend, tree)) as running:
+        conn = await running.connect()
+        await conn.send(b'{"command": "stop", "path": "/slow"}\n')
+        await STOPPING["held"].wait()  # its on_stop runs, and never ends by itself
+        saved = json.loads((workdir / "state" / "held.json").read_text())
+        assert saved == {"version": 1, "held": ["/slow"]}
+        running.tree.stop(anyio.current_time())  # forced: the stop is cut short
+
+
+async def test_a_reload_that_changes_a_held_childs_type_keeps_the_hold(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """A held worker that becomes a supervisor in the new file stays held (and saved)."""
+    path = workdir / "corral.toml"
+    async with serving(make_daemon(workdir, anyio_backend, from_file=True)) as running:
+        conn = await running.connect()
+        await conn.ok("stop", path="/echo")
+        path.write_text(
+            path.read_text().replace(
+                'id = "echo"\nstart = "corral.demo:Echo"',
+                'id = "echo"\ntype = "supervisor"\nchildren = []',
+            )
+        )
+        result = await conn.ok("reload")
+        assert result["failures"] == []
+        assert running.tree.held == {"/echo"}
+        assert json.loads((workdir / "state" / "held.json").read_text())["held"] == ["/echo"]
+        echo = await conn.ok("status", path="/echo")
+        assert (echo["type"], echo["state"], echo["held"]) == ("supervisor", "stopped", True)

@@ -788,3 +788,78 @@ async def test_the_tree_stops_while_a_terminate_is_under_way() -> None:
         ("ChildStopped", "/a"),
         ("ChildStopped", "/slow"),
     ]
+
+
+async def test_two_terminates_read_in_one_step_share_one_stop() -> None:
+    """Two terminate_child requests queued together (read before either stop begins) both
+    return once the one stop ends; nothing waits forever, nothing is abandoned."""
+    release, gate = anyio.Event(), anyio.Event()
+    spec = corral.SupervisorSpec([slow("slow", release)])
+    answered: list[int] = []
+
+    async def terminate(n: int, sup: corral.SupervisorRef) -> None:
+        await sup.terminate_child("slow")
+        answered.append(n)
+
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec) as tree:
+            sup, events = tree.supervisor(), EventLog()
+            tree.events.subscribe(events)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(occupy, sup, gate)
+                await anyio.wait_all_tasks_blocked()  # the supervisor is busy: requests queue
+                tg.start_soon(terminate, 1, sup)
+                tg.start_soon(terminate, 2, sup)
+                await anyio.wait_all_tasks_blocked()
+                gate.set()  # both are read in one go
+                await anyio.wait_all_tasks_blocked()
+                release.set()
+            assert sorted(answered) == [1, 2]
+            assert [e for e in events.summary() if e[1] == "/slow"] == [("ChildStopped", "/slow")]
+            assert not events.find(corral.ChildAbandoned, "/slow")
+
+
+async def test_a_sibling_crash_read_with_a_terminate_waits_for_its_stop() -> None:
+    """Under one-for-all, a sibling's crash read right after a terminate (before its stop
+    began) waits for that stop; the supervisor goes on and the sibling is restarted."""
+    release, gate, log = anyio.Event(), anyio.Event(), list[str]()
+    spec = corral.SupervisorSpec(
+        [slow("slow", release), named("a", log)], strategy=ONE_FOR_ALL, intensity=5
+    )
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec) as tree:
+            sup, events = tree.supervisor(), EventLog()
+            tree.events.subscribe(events)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(occupy, sup, gate)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(lambda: sup.terminate_child("slow", hold=True))
+                await anyio.wait_all_tasks_blocked()
+                await tree.lookup("/a").cast("crash")  # its exit queues behind the terminate
+                await anyio.wait_all_tasks_blocked()
+                gate.set()
+                await anyio.wait_all_tasks_blocked()
+                release.set()
+            await events.wait_for(corral.ChildStarted, "/busy", restarts=1)  # started last
+            assert statuses(sup) == {"slow": STOPPED, "a": RUNNING, "busy": RUNNING}
+            assert await sup.restart_child("slow") == "/slow"
+
+
+async def test_holds_are_reported_as_they_change() -> None:
+    """open_tree(on_held=...) hears of each hold when it is placed (before the stop ends),
+    when restart_child lifts it, and when the held child is deleted."""
+    release = anyio.Event()
+    spec = corral.SupervisorSpec([slow("slow", release), named("a", [])])
+    seen: list[frozenset[str]] = []
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec, on_held=seen.append) as tree:
+            sup = tree.supervisor()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: sup.terminate_child("slow", hold=True))
+                await anyio.wait_all_tasks_blocked()
+                assert seen == [frozenset({"/slow"})]  # the stop is still under way
+                release.set()
+            await sup.restart_child("slow")
+            await sup.terminate_child("a", hold=True)
+            await sup.delete_child("a")
+    assert seen == [frozenset({"/slow"}), frozenset(), frozenset({"/a"}), frozenset()]

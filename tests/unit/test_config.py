@@ -194,7 +194,7 @@ def test_daemon_table_is_decoded() -> None:
         [daemon]
         control-socket = "/tmp/c.sock"
         socket-mode = 0o660
-        socket-group = "corral"
+        socket-group = "root"
         allowed-uids = [1000]
         allowed-gids = [100]
         state-directory = "/tmp/state"
@@ -211,7 +211,7 @@ def test_daemon_table_is_decoded() -> None:
     assert loaded.daemon == DaemonConfig(
         control_socket="/tmp/c.sock",  # noqa: S108  # a value, not a file this test uses
         socket_mode=0o660,
-        socket_group="corral",
+        socket_group="root",
         allowed_uids=[1000],
         allowed_gids=[100],
         state_directory="/tmp/state",  # noqa: S108

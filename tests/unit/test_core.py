@@ -762,7 +762,15 @@ def test_terminate(state: str, alive: bool, after: ChildStatus) -> None:
 @pytest.mark.parametrize(
     ("state", "error", "msg"),
     [
-        *((s, RunningError, "supervisor 'sup': child 'a' is running") for s in ALIVE_STATES),
+        *(
+            (
+                s,
+                RunningError,
+                "supervisor 'sup': child 'a' is running"
+                + (" (stopping); try again once it has stopped" if s == "stopping" else ""),
+            )
+            for s in ALIVE_STATES
+        ),
         ("backoff", RestartingError, "supervisor 'sup': child 'a' is waiting to restart"),
     ],
     ids=[*ALIVE_STATES, "backoff"],

@@ -213,6 +213,20 @@ def test_plan_tree_does_not_descend_into_a_restarted_supervisor() -> None:
     assert [p.path for p in plan_tree(old, new)] == ["/"]
 
 
+def test_plan_tree_does_not_descend_into_an_adopted_supervisor_restarted_with_a_sibling() -> None:
+    """Under one-for-all, an adopted sub-supervisor restarted with a changed sibling starts
+    with its whole new spec: a plan of its own would apply the change a second time."""
+    old = sup(w("a"), ChildSpec("g", sup(w("x"))), strategy=ALL)
+    new = sup(w("a", 2), ChildSpec("g", sup(w("x"), w("y"))), strategy=ALL)
+    plans = plan_tree(old, new)
+    assert [p.path for p in plans] == ["/"]
+    assert (plans[0].changed, plans[0].adopted, plans[0].restarted) == (
+        ("a",),
+        ("g",),
+        ("a", "g"),
+    )
+
+
 DESCRIBE_CASES = [
     pytest.param(
         "/",
