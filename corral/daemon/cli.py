@@ -8,6 +8,7 @@ Exit codes follow systemctl's (LSB) habits: 0 ok, 1 error, 2 usage, 3 a child is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import grp
 import json
@@ -72,6 +73,10 @@ class Client:
 
     def __init__(self, path: Path, timeout: float | None = TIMEOUT) -> None:
         self.path = path
+        with contextlib.suppress(OSError):
+            if not stat.S_ISSOCK(path.stat().st_mode):
+                msg = f"{path} is not a socket: pick the daemon's control socket with --socket"
+                raise Unreachable(msg)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
@@ -146,13 +151,14 @@ def _permission_help(path: Path) -> str:
     except OSError:  # pragma: no cover  # connect said permission denied; stat usually works
         return f"permission denied on {path}"
     owner = _name(pwd.getpwuid, st.st_uid)
+    who = "root" if owner == "root" else f"{owner!r} and root"
     if st.st_mode & stat.S_IWGRP:
         group = _name(grp.getgrgid, st.st_gid)
         return (
             f"permission denied on {path}: members of group {group!r} may use it"
-            f" (sudo usermod -aG {group} $USER, then log in again), or run as {owner!r}"
+            f" (sudo usermod -aG {group} $USER, then log in again), or run as {who}"
         )
-    return f"permission denied on {path}: only {owner!r} (and root) may use it"
+    return f"permission denied on {path}: only {who} may use it"
 
 
 def _name(lookup: Callable[[int], Any], ident: int) -> str:
@@ -321,7 +327,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        node = client.call(protocol.Status(path=args.path))
+        node = client.call(protocol.Status(path=args.path or "/"))
     if args.json:
         _print_json(node)
     else:
@@ -396,6 +402,8 @@ def cmd_events(args: argparse.Namespace) -> int:
                     print(json.dumps(ev) if args.json else render_event(ev), flush=True)
             except KeyboardInterrupt:
                 return Exit.OK
+            print("corral: the daemon closed the connection (it stopped?)", file=sys.stderr)
+            return Exit.UNREACHABLE
     return Exit.OK
 
 
@@ -440,6 +448,37 @@ def _usage(message: str) -> NoReturn:
     raise SystemExit(Exit.USAGE)
 
 
+def _count(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            msg = f"expected a whole number from {low} to {high}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
+
+
+def _text(most: int) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if len(text) > most:
+            msg = f"at most {most} characters, got {len(text)}"
+            raise argparse.ArgumentTypeError(msg)
+        return text
+
+    return parse
+
+
+def _child_id(text: str) -> str:
+    if not text or "/" in text or len(text) > 255:
+        msg = f"a child id is 1 to 255 characters without '/', got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="corral",
@@ -480,10 +519,15 @@ def parser() -> argparse.ArgumentParser:
         p = add(name, _action(request), text)
         p.add_argument("path", metavar="PATH")
         if name == "kill":
-            p.add_argument("--reason", default="killed by an operator", help="the crash's text")
+            p.add_argument(
+                "--reason",
+                type=_text(1024),
+                default="killed by an operator",
+                help="the crash's text",
+            )
     p = add("start-child", cmd_start_child, "start a child of a dynamic supervisor")
     p.add_argument("supervisor", metavar="SUPERVISOR")
-    p.add_argument("--id", help="the child's id (default: the next number)")
+    p.add_argument("--id", type=_child_id, help="the child's id (default: the next number)")
     p.add_argument("--args", default="{}", help="JSON object merged into the template's args")
     p = add("reload", cmd_reload, "re-read the config file and apply the difference")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
@@ -492,11 +536,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = add("events", cmd_events, "recent lifecycle events; --follow for new ones as they come")
     p.add_argument("--follow", "-f", action="store_true")
-    p.add_argument("--recent", type=int, default=20, help="how many past events (default 20)")
+    p.add_argument(
+        "--recent", type=_count(0, 1000), default=20, help="how many past events (default 20)"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p = add("dead-letters", cmd_dead_letters, "messages that were not handled")
     p.add_argument("path", nargs="?", metavar="PATH", help="only those of PATH (or below it)")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=_count(1, 10_000), default=100, help="at most (default 100)")
     p.add_argument("--json", action="store_true")
     add("shutdown", cmd_shutdown, "stop the tree in reverse order and the daemon")
     add("version", cmd_version, "the CLI's and the daemon's versions")
@@ -515,7 +561,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"corral: {target}: ERROR ({exc.error.code}) {exc.error.message}", file=sys.stderr)
         return Exit.ERROR
     except KeyboardInterrupt:
+        if getattr(args, "func", None) not in (cmd_status, cmd_why, cmd_events):
+            print(
+                "corral: interrupted; the daemon carries on with the command (see `corral status`)",
+                file=sys.stderr,
+            )
         return 130
+    except BrokenPipeError:  # `corral status --json | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return Exit.ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,7 +39,7 @@ import inspect
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, get_args
 
 import attrs
 import msgspec
@@ -59,12 +59,16 @@ from corral.supervisors.spec import (
     SupervisorSpec,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 __all__ = (
     "DEMO",
     "Config",
     "ConfigError",
     "DaemonConfig",
     "LoadedConfig",
+    "args_problem",
     "load",
     "load_demo",
     "parse",
@@ -242,13 +246,36 @@ def parse(data: bytes | str, source: str) -> LoadedConfig:
     """Decode and convert TOML *data*; *source* names it in errors."""
     try:
         config = msgspec.toml.decode(data, type=Config)
+        converter = _Converter(source)
+        converter.daemon(config.daemon)
+        return LoadedConfig(source, config, converter.root(config.supervisor))
     except msgspec.ValidationError as exc:
         raise _shape_error(source, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ConfigError(source, f"not valid TOML: {exc}") from None
-    converter = _Converter(source)
-    converter.daemon(config.daemon)
-    return LoadedConfig(source, config, converter.root(config.supervisor))
+    except RecursionError:
+        raise ConfigError(source, "nested too deeply to read") from None
+
+
+def args_problem(target: object, args: Mapping[str, object], name: str) -> str | None:
+    """Why *args* do not fit *target*'s signature (an Actor class, or an async function
+    whose first parameter is the Context), or None if they do."""
+    assert callable(target)
+    signature = inspect.signature(target)
+    try:
+        if isinstance(target, type):
+            signature.bind(**args)
+        else:
+            signature.bind(None, **args)
+    except TypeError as exc:
+        plain = signature.replace(
+            parameters=[
+                p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()
+            ],
+            return_annotation=inspect.Signature.empty,
+        )
+        return f"args do not fit {name}{plain}: {exc}"
+    return None
 
 
 def _shape_error(source: str, text: str) -> ConfigError:
@@ -265,7 +292,10 @@ def _shape_error(source: str, text: str) -> ConfigError:
             value = f"0o{int(value):o}"
         what = f"expected {_either(_CHOICES[key])}, got {value}"
     elif wrong is not None and key in _CHOICES:
-        what = f"expected {_either(_CHOICES[key])}, got a {wrong['found']}"
+        found = wrong["found"]
+        what = (
+            f"expected {_either(_CHOICES[key])}, got {'an' if found[0] in 'aeiou' else 'a'} {found}"
+        )
     elif what.startswith("Object contains unknown field"):
         name = what.split("`")[1]
         what = f"unknown key {name!r} (keys are kebab-case; see the README for the list)"
@@ -284,6 +314,8 @@ def _either(choices: tuple[str, ...]) -> str:
 
 # -- pass 2: the meaning ---------------------------------------------------------------------
 
+_MAX_SOCKET_PATH: Final = 107  # sun_path is 108 bytes with its NUL
+_MAX_ID: Final = 255
 _WORKER_ONLY: Final = ("start", "args", "mailbox")
 _SUPERVISOR_ONLY: Final = (
     "strategy",
@@ -308,6 +340,16 @@ class _Converter:
         return ConfigError(self.source, message, at)
 
     def daemon(self, config: DaemonConfig) -> None:
+        socket = os.fsencode(config.socket_path())
+        if b"\0" in socket:
+            msg = "a path cannot contain a NUL character"
+            raise self.fail(msg, "$.daemon.control-socket")
+        if len(socket) > _MAX_SOCKET_PATH:
+            msg = (
+                f"a Unix socket path must be at most {_MAX_SOCKET_PATH} bytes;"
+                f" got {len(socket)} bytes: choose a shorter one"
+            )
+            raise self.fail(msg, "$.daemon.control-socket")
         listen = config.metrics_listen
         if listen:
             host, colon, port = listen.rpartition(":")
@@ -343,6 +385,7 @@ class _Converter:
         seen: dict[str, int] = {}
         specs = []
         for index, child in enumerate(configs):
+            self.check_id(child.id, f"{at}[{index}].id")
             if child.id in seen:
                 msg = f"child id {child.id!r} is defined twice ([{seen[child.id]}] and [{index}])"
                 raise self.fail(msg, f"{at}[{index}].id")
@@ -369,8 +412,11 @@ class _Converter:
         options: dict[str, Any] = {}
         if config.shutdown is not None:
             options["shutdown"] = config.shutdown
-        if config.backoff is not None:
-            options["backoff"] = Backoff(**msgspec.structs.asdict(config.backoff))
+        try:
+            if config.backoff is not None:
+                options["backoff"] = Backoff(**msgspec.structs.asdict(config.backoff))
+        except SpecError as exc:  # what types cannot say, e.g. inf
+            raise self.fail(str(exc), f"{at}.backoff") from None
         if config.mailbox is not None:
             options["mailbox"] = MailboxSpec(
                 config.mailbox.capacity, Overflow(config.mailbox.overflow)
@@ -427,25 +473,29 @@ class _Converter:
         except SpecError as exc:
             raise self.fail(str(exc), at) from None
 
+    def check_id(self, child_id: str, at: str) -> None:
+        """Ids become path segments that people type: no slash, dot-paths, control
+        characters or surrounding blanks, and at most 255 characters."""
+        bad = (
+            not child_id
+            or len(child_id) > _MAX_ID
+            or child_id in (".", "..")
+            or "/" in child_id
+            or child_id != child_id.strip()
+            or any(ord(c) < 32 or ord(c) == 127 for c in child_id)
+        )
+        if bad:
+            msg = (
+                f"child id {child_id[:60]!r} is not usable in a path: use 1 to {_MAX_ID}"
+                " characters, no '/', no control characters, no blanks around it, not '.' or '..'"
+            )
+            raise self.fail(msg, at)
+
     def check_args(self, config: ChildConfig, target: object, at: str) -> None:
         """The args must fit the target's signature: found now, not at the first start."""
-        assert callable(target)
-        signature = inspect.signature(target)
-        try:
-            if isinstance(target, type):
-                signature.bind(**(config.args or {}))
-            else:
-                signature.bind(None, **(config.args or {}))  # the Context comes first
-        except TypeError as exc:
-            plain = signature.replace(
-                parameters=[
-                    p.replace(annotation=inspect.Parameter.empty)
-                    for p in signature.parameters.values()
-                ],
-                return_annotation=inspect.Signature.empty,
-            )
-            msg = f"args do not fit {config.start}{plain}: {exc}"
-            raise self.fail(msg, at) from None
+        problem = args_problem(target, config.args or {}, str(config.start))
+        if problem is not None:
+            raise self.fail(problem, at)
 
     def target(self, config: ChildConfig, at: str) -> object:
         """Import ``package.module:callable`` and check that corral can run it."""

@@ -165,6 +165,8 @@ class ControlServer:
             if gid != -1:
                 os.chown(path, -1, gid)
             os.chmod(path, settings.socket_mode)
+            if settings.socket_mode & 0o060:  # the file's group may connect: so may its peers
+                self._gids.add(path.stat().st_gid)
             sock.listen(128)
         except OSError as exc:
             self.remove()

@@ -24,22 +24,32 @@ import attrs
 
 from corral.actors.registry import join_path
 from corral.daemon import protocol, view
-from corral.daemon.config import ConfigError, LoadedConfig, load, load_demo
+from corral.daemon.config import (
+    ConfigError,
+    DaemonConfig,
+    LoadedConfig,
+    args_problem,
+    load,
+    load_demo,
+)
 from corral.daemon.control import ControlServer
 from corral.daemon.logging import log_event
 from corral.daemon.state import StateError, StateFile
 from corral.errors import (
+    ActorNotRunningError,
     CorralError,
+    RunningError,
+    SpecError,
     StartError,
     SupervisorGaveUpError,
     UnsupportedError,
 )
-from corral.supervisors.reconfigure import plan_tree
-from corral.supervisors.spec import RestartType, SupervisorSpec
+from corral.supervisors.reconfigure import declared_paths, plan_tree
+from corral.supervisors.spec import ChildSpec, DynamicSupervisorSpec, RestartType, SupervisorSpec
 from corral.supervisors.tree import open_tree
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Iterator
+    from collections.abc import AsyncIterator, Awaitable
 
     from corral.supervisors.events import Event
     from corral.supervisors.tree import SupervisorRef, Tree
@@ -83,24 +93,46 @@ class Daemon:
     _stopping: bool = False
     _reloading: anyio.Lock = attrs.field(factory=anyio.Lock)
     _unsaved: StateError | None = None  # the last save of the held paths failed so
+    settings: DaemonConfig = attrs.field(init=False)  # in use: [daemon] is read at start only
     _recent: deque[Event] = attrs.field(factory=lambda: deque(maxlen=RECENT_EVENTS))
 
     @property
     def spec(self) -> SupervisorSpec:
         return self.loaded.spec
 
+    def _running_spec(self, spec: SupervisorSpec, path: str = "/") -> SupervisorSpec:
+        """*spec* without the declared children deleted at run time (``delete-child``, a
+        temporary child's end), so that a reload of the file brings them back."""
+        try:
+            present = {info.id for info in self._tree().supervisor(path).which_children()}
+        except CorralError:
+            return spec  # not running: its parent's plan carries its spec
+        children = []
+        for child in spec.children:
+            if child.id not in present:
+                continue
+            if isinstance(child.start, SupervisorSpec):
+                child = attrs.evolve(
+                    child, start=self._running_spec(child.start, join_path(path, child.id))
+                )
+            children.append(child)
+        return attrs.evolve(spec, children=children)
+
     # -- life ---------------------------------------------------------------------------------
+
+    def __attrs_post_init__(self) -> None:
+        self.settings = self.loaded.daemon
 
     async def serve(self, shutdown_trigger: Awaitable[None] | None = None) -> ExitCode:
         """Run until stopped; returns the exit code. *shutdown_trigger* stops it too (tests)."""
-        held = self._held_at_start()
         settings = self.loaded.daemon
         server = ControlServer(self, settings)
-        await server.bind()
+        await server.bind()  # first: a daemon refused here must not touch the state
         # Signals are caught from before the boot: one that comes during it is acted on as
         # soon as the tree has started, never left to kill the process.
         signals = anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         try:
+            held = self._held_at_start()
             with signals as received:
                 return await self._run(server, held, received, shutdown_trigger)
         except StartError as exc:
@@ -155,13 +187,13 @@ class Daemon:
     def _held_at_start(self) -> frozenset[str]:
         """The operator's stops that still name a child of this config."""
         held = self.state.load()
-        kept = held & frozenset(_static_paths(self.spec))
+        kept = held & frozenset(declared_paths(self.spec, "/"))
         if kept != held:
             log.info(
                 "forgetting operator stops of children no longer configured: %s",
                 ", ".join(sorted(held - kept)),
             )
-            self.state.save(kept)
+        self.state.save(kept)  # also proves the state directory writable, before anything runs
         if kept:
             log.info("kept stopped by an operator: %s", ", ".join(sorted(kept)))
         return kept
@@ -256,7 +288,11 @@ class Daemon:
 
     async def start(self, path: str) -> protocol.Done:
         sup, child_id, path = self._child(path)
-        await sup.restart_child(child_id)
+        try:
+            await sup.restart_child(child_id)
+        except RunningError as exc:
+            msg = f"{exc} (`corral restart {path}` stops and starts it)"
+            raise RunningError(msg, supervisor=exc.supervisor, child_id=exc.child_id) from None
         return self._done(path, "started")
 
     async def stop(self, path: str) -> protocol.Done:
@@ -272,7 +308,8 @@ class Daemon:
         if sup.dynamic:
             msg = (
                 f"{path} belongs to a dynamic supervisor, whose children cannot be restarted"
-                " by hand (OTP's rule): use `corral kill` to make its supervisor restart it"
+                " by hand (OTP's rule): `corral kill` crashes it, and its supervisor restarts"
+                " it unless it is temporary; or terminate-child, then start-child"
             )
             raise UnsupportedError(msg, supervisor=sup.path, child_id=child_id)
         # A temporary child's spec is dropped when it stops (OTP), unless held: hold it for
@@ -283,7 +320,11 @@ class Daemon:
 
     async def kill(self, path: str, reason: str) -> protocol.Done:
         sup, child_id, path = self._child(path)
-        await sup.kill_child(child_id, Killed(reason))
+        try:
+            await sup.kill_child(child_id, Killed(reason))
+        except ActorNotRunningError as exc:
+            msg = f"{exc} (`corral start {path}` starts it)"
+            raise ActorNotRunningError(msg, path=path) from None
         return self._done(path, "killed; its supervisor decides what comes next")
 
     async def start_child(
@@ -297,6 +338,14 @@ class Daemon:
                 " (edit it and `corral reload`)"
             )
             raise UnsupportedError(msg, supervisor=sup.path, child_id=child_id or "")
+        template = self._declared(sup.path)
+        if isinstance(template, DynamicSupervisorSpec):  # else added since: trust the spec
+            child = template.child
+            target = child.start
+            name = f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', '?')}"
+            problem = args_problem(target, {**child.args, **args}, name)
+            if problem is not None:
+                raise SpecError(problem)
         path = await sup.start_child(args=args, id=child_id)
         return self._done(path, "started")
 
@@ -310,13 +359,23 @@ class Daemon:
         await sup.delete_child(child_id)
         return self._done(path, "deleted")
 
-    def _temporary(self, path: str) -> bool:
-        """Whether the config declares the child at *path* temporary."""
+    def _declared_child(self, path: str) -> ChildSpec | None:
+        """The config's spec of the child at *path*, if the config declares one."""
         spec: SupervisorSpec | None = self.spec
         child = None
-        for child_id in path.strip("/").split("/"):
+        for child_id in [p for p in path.split("/") if p]:
             child = next((c for c in spec.children if c.id == child_id), None) if spec else None
             spec = child.start if child and isinstance(child.start, SupervisorSpec) else None
+        return child
+
+    def _declared(self, path: str) -> object:
+        """What the config says the supervisor at *path* runs (None if it does not say)."""
+        child = self._declared_child(path)
+        return child.start if child is not None else None
+
+    def _temporary(self, path: str) -> bool:
+        """Whether the config declares the child at *path* temporary."""
+        child = self._declared_child(path)
         return child is not None and child.restart is RestartType.TEMPORARY
 
     def _done(self, path: str, what: str) -> protocol.Done:
@@ -333,15 +392,17 @@ class Daemon:
             ConfigError: the new file is invalid; nothing was changed.
         """
         async with self._reloading:
-            new = load_demo() if self.config_path is None else load(self.config_path)
-            plans = plan_tree(self.spec, new.spec)
+            # Read and imported in a thread: a slow import or a big file must not stop the loop.
+            path = self.config_path
+            new = await anyio.to_thread.run_sync(load_demo if path is None else lambda: load(path))
+            plans = plan_tree(self._running_spec(self.spec), new.spec)
             changes = [line for plan in plans for line in plan.describe()]
             notes = []
-            if new.daemon != self.loaded.daemon:
+            if new.daemon != self.settings:
                 changed = [
                     name.replace("_", "-")
                     for name in new.daemon.__struct_fields__
-                    if getattr(new.daemon, name) != getattr(self.loaded.daemon, name)
+                    if getattr(new.daemon, name) != getattr(self.settings, name)
                 ]
                 notes.append(
                     f"[daemon] {', '.join(changed)} changed: applied when the daemon restarts"
@@ -380,14 +441,6 @@ class Daemon:
     def shutdown(self) -> protocol.Done:
         """What `corral shutdown` answers; the control server then calls ``request_stop``."""
         return protocol.Done(path="/", done="stopping: children stop in reverse start order")
-
-
-def _static_paths(spec: SupervisorSpec, path: str = "/") -> Iterator[str]:
-    for child in spec.children:
-        child_path = join_path(path, child.id)
-        yield child_path
-        if isinstance(child.start, SupervisorSpec):
-            yield from _static_paths(child.start, child_path)
 
 
 @functools.cache

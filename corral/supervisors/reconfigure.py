@@ -28,12 +28,12 @@ import attrs
 
 from corral.actors.registry import join_path
 from corral.supervisors.plan import affected
-from corral.supervisors.spec import ChildSpec, SupervisorSpec
+from corral.supervisors.spec import ChildSpec, ChildType, SupervisorSpec
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ("Reconfiguration", "plan_reconfiguration", "plan_tree")
+__all__ = ("Reconfiguration", "declared_paths", "plan_reconfiguration", "plan_tree")
 
 
 @attrs.frozen
@@ -126,6 +126,17 @@ def _adoptable(before: ChildSpec, after: ChildSpec) -> bool:
         and isinstance(after.start, SupervisorSpec)
         and attrs.evolve(before, start=after.start) == after
     )
+
+
+def declared_paths(start: object, path: str, *, workers: bool = False) -> Iterator[str]:
+    """The paths of every child (only the workers, with *workers*) that a static supervisor
+    spec *start* at *path* declares, at every depth; none for a worker or a dynamic one."""
+    if isinstance(start, SupervisorSpec):
+        for child in start.children:
+            child_path = join_path(path, child.id)
+            if not workers or child.type is ChildType.WORKER:
+                yield child_path
+            yield from declared_paths(child.start, child_path, workers=workers)
 
 
 def plan_tree(old: SupervisorSpec, new: SupervisorSpec, path: str = "/") -> list[Reconfiguration]:

@@ -58,6 +58,7 @@ from corral.supervisors.events import (
     SupervisorEscalated,
     SupervisorGaveUp,
 )
+from corral.supervisors.reconfigure import declared_paths
 from corral.supervisors.spec import (
     BRUTAL,
     INFINITY,
@@ -1127,6 +1128,13 @@ class Supervisor:
                     core.children[child_id].held = True
                     self._services.hold(slot.path)
                 continue
+            if child_id in restarted and slot.spec.type is ChildType.SUPERVISOR:
+                # Restarted whole: the actors its new spec no longer declares are gone.
+                actors = frozenset(declared_paths(spec.start, slot.path, workers=True))
+                self._services.discard_cells(slot.path, keep=actors)
+                self._services.forget_held(
+                    slot.path, keep=set(declared_paths(spec.start, slot.path))
+                )
             slot.spec = core.children[child_id].spec = spec
             if slot.cell is not None:
                 slot.cell.mailbox.capacity = spec.mailbox.capacity
@@ -1136,15 +1144,18 @@ class Supervisor:
         core.reconfigure(new.strategy, new.intensity, new.period, new.auto_shutdown)
         self.spec = new
         failures: list[StartError] = []
+        added: set[str] = set()
         for child_id in plan.added:
             try:
                 self._add_slot(new_by_id[child_id])
             except (AlreadyPresentError, AlreadyStartedError) as exc:
                 failures.append(StartError(str(exc), supervisor=self.path, child_id=child_id))
             else:
-                again.add(child_id)
+                added.add(child_id)
         core.reorder([c.id for c in new.children])
-        for child_id in [c for c in core.children if c in again]:
+        order = list(core.children)
+        # The restarted ones first, then the new ones: each group in the new file order.
+        for child_id in [c for c in order if c in again] + [c for c in order if c in added]:
             if core.children[child_id].held:
                 self._close(child_id, "stopped by an operator")
                 continue

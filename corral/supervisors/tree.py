@@ -24,7 +24,7 @@ from corral.supervisors.runtime import Outcome, Supervisor, SupervisorStatistics
 from corral.supervisors.spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+    from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 
     from corral.supervisors.core import ChildInfo, Counts
     from corral.supervisors.reconfigure import Reconfiguration
@@ -89,10 +89,11 @@ class TreeServices:
             self.held.discard(path)
             self._held_changed()
 
-    def forget_held(self, path: str) -> None:
-        """The child at *path* is gone for good: so are the holds on it and below it."""
+    def forget_held(self, path: str, keep: Collection[str] = ()) -> None:
+        """The child at *path* is gone for good: so are the holds on it and below it (but
+        those on *keep*)."""
         prefix = path.rstrip("/") + "/"
-        kept = {p for p in self.held if p != path and not p.startswith(prefix)}
+        kept = {p for p in self.held if (p != path and not p.startswith(prefix)) or p in keep}
         if kept != self.held:
             self.held = kept
             self._held_changed()
@@ -106,9 +107,12 @@ class TreeServices:
         for cell in self._under(path):
             cell.close(reason)
 
-    def discard_cells(self, path: str) -> None:
-        """Removed: queued messages become "undelivered" dead letters, paths are freed."""
+    def discard_cells(self, path: str, keep: Collection[str] = ()) -> None:
+        """Removed (all at or below *path* but *keep*): queued messages become "undelivered"
+        dead letters, paths are freed."""
         for cell in self._under(path):
+            if cell.path in keep:
+                continue
             cell.discard("undelivered")
             self.registry.unregister(cell.path)
             del self.cells[cell.path]

@@ -327,11 +327,17 @@ def test_corrupt_state_file_exits_6(workdir: Path, backend: str, daemons: list[D
 def test_second_daemon_on_the_same_socket_exits_1(
     workdir: Path, backend: str, daemons: list[Daemon]
 ) -> None:
-    """A second daemon on a socket already served exits 1; the first one carries on."""
+    """A second daemon on a socket already served exits 1 and touches nothing: the first
+    one carries on, its operator stops saved as they were."""
     config = write_config(workdir, ordered_tree(workdir))
     daemons.append(first := Daemon.start(config, backend))
-    daemons.append(second := Daemon.start(config, backend, wait_ready=False))
+    assert first.cli("stop", "/c").rc == 0
+    held = workdir / "state" / "held.json"
+    saved = held.read_text()
+    other = write_config(workdir, "[supervisor]\n", name="other.toml")  # no /c in it
+    daemons.append(second := Daemon.start(other, backend, wait_ready=False))
     assert second.wait() == 1
+    assert held.read_text() == saved
     assert second.seen[-1]["message"] == (
         f"another daemon already serves {first.socket}: stop it, or choose another control-socket"
     )

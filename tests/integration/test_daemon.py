@@ -30,7 +30,7 @@ import corral
 from corral.daemon import cli, config, protocol
 from corral.daemon.logging import EVENTS, JsonFormatter, log_event, setup
 from corral.daemon.main import Daemon, DaemonError, ExitCode, Killed
-from corral.daemon.state import StateFile
+from corral.daemon.state import StateError, StateFile
 from corral.supervisors.events import (
     ChildAbandoned,
     ChildExited,
@@ -403,7 +403,7 @@ async def test_ping_status_and_why(workdir: Path, anyio_backend: str) -> None:
             "start",
             {"path": "/echo"},
             "running",
-            "supervisor '/': child 'echo' is running",
+            "supervisor '/': child 'echo' is running (`corral restart /echo` stops and starts it)",
             id="start-running",
         ),
         pytest.param(
@@ -445,8 +445,8 @@ async def test_ping_status_and_why(workdir: Path, anyio_backend: str) -> None:
         pytest.param(
             "start-child",
             {"supervisor": "/pool", "args": {"x": 1}},
-            "start_failed",
-            "supervisor '/pool': child '1' failed to start: TypeError('Echo() takes no arguments')",
+            "bad_request",
+            "args do not fit corral.demo:Echo(): got an unexpected keyword argument 'x'",
             id="start-child-bad-args",
         ),
     ],
@@ -524,7 +524,7 @@ async def test_stop_start_restart_keep_the_operator_hold(workdir: Path, anyio_ba
         assert (await conn.ok("why", path="/ticker"))["held"] is True
         assert await conn.error("kill", path="/ticker") == (
             "not_running",
-            "/ticker is not running (stopped): nothing to kill",
+            "/ticker is not running (stopped): nothing to kill (`corral start /ticker` starts it)",
         )
         assert (await conn.ok("stop", path="/ticker"))["done"].startswith("stopped")  # again
         assert await conn.ok("start", path="/ticker") == {"path": "/ticker", "done": "started"}
@@ -606,7 +606,8 @@ async def test_dynamic_supervisor_commands(workdir: Path, anyio_backend: str) ->
         assert await conn.error("restart", path="/pool/1") == (
             "unsupported",
             "/pool/1 belongs to a dynamic supervisor, whose children cannot be restarted by hand"
-            " (OTP's rule): use `corral kill` to make its supervisor restart it",
+            " (OTP's rule): `corral kill` crashes it, and its supervisor restarts it unless it is"
+            " temporary; or terminate-child, then start-child",
         )
         assert await conn.ok("terminate-child", path="/pool/1") == {
             "path": "/pool/1",
@@ -744,11 +745,11 @@ async def test_reload_dry_run_then_apply(workdir: Path, anyio_backend: str) -> N
         assert await conn.ok("reload") == {**plan, "dry_run": False}
         assert (await conn.ok("status", path="/extra"))["state"] == "running"
         assert daemon.loaded.daemon.dead_letters == 5
-        assert await conn.ok("reload", dry_run=True) == {
+        assert await conn.ok("reload", dry_run=True) == {  # still: [daemon] is read at start
             "source": str(path),
             "dry_run": True,
             "changes": [],
-            "notes": [],
+            "notes": ["[daemon] dead-letters changed: applied when the daemon restarts"],
             "failures": [],
         }
 
@@ -1110,7 +1111,9 @@ async def test_client_reports_a_daemon_that_does_not_answer(
     not_a_socket.write_text("")
     with pytest.raises(cli.Unreachable) as info:
         cli.Client(not_a_socket)
-    assert str(info.value).startswith(f"the daemon is not running at {not_a_socket} (start it")
+    assert str(info.value) == (
+        f"{not_a_socket} is not a socket: pick the daemon's control socket with --socket"
+    )
     too_long = workdir / ("x" * 120)
     with pytest.raises(cli.Unreachable) as info:
         cli.Client(too_long)
@@ -1438,20 +1441,22 @@ async def test_unknown_socket_group_is_a_config_error(workdir: Path, anyio_backe
     )
 
 
-async def test_a_socket_path_too_long_is_a_daemon_error(workdir: Path, anyio_backend: str) -> None:
-    """A socket path the kernel refuses (over 108 bytes) is a DaemonError saying why."""
+async def test_a_socket_path_too_long_is_a_config_error(workdir: Path, anyio_backend: str) -> None:
+    """A socket path the kernel would refuse (over 107 bytes) is found with the config."""
     path = workdir / ("x" * 120) / "c.sock"
-    daemon = make_daemon(workdir, anyio_backend, socket=path)
-    with resource_warnings(), pytest.raises(DaemonError) as info:
-        await daemon.serve()
-    assert str(info.value) == f"cannot serve the control socket {path}: AF_UNIX path too long"
+    with pytest.raises(config.ConfigError) as info:
+        make_daemon(workdir, anyio_backend, socket=path)
+    assert str(info.value) == (
+        f"corral.toml: a Unix socket path must be at most 107 bytes; got"
+        f" {len(str(path))} bytes: choose a shorter one at $.daemon.control-socket"
+    )
 
 
 async def test_a_socket_that_cannot_be_bound_is_closed(workdir: Path, anyio_backend: str) -> None:
     """When bind fails the socket made for it is closed, not left to the garbage collector."""
-    daemon = make_daemon(workdir, anyio_backend, socket=workdir / ("x" * 120) / "c.sock")
+    daemon = make_daemon(workdir, anyio_backend, socket=Path("/proc/corral-test.sock"))
     with resource_warnings() as unclosed:
-        with pytest.raises(DaemonError):
+        with pytest.raises(DaemonError, match=r"^cannot serve the control socket /proc/"):
             await daemon.serve()
         del daemon
     assert unclosed == []
@@ -1741,3 +1746,43 @@ async def test_a_reload_that_changes_a_held_childs_type_keeps_the_hold(
         assert json.loads((workdir / "state" / "held.json").read_text())["held"] == ["/echo"]
         echo = await conn.ok("status", path="/echo")
         assert (echo["type"], echo["state"], echo["held"]) == ("supervisor", "stopped", True)
+
+
+async def test_a_reload_brings_back_a_declared_child_deleted_at_run_time(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """The file is the truth: a child removed with delete-child is planned as new and started
+    again by the next reload, even when the file did not change."""
+    async with serving(make_daemon(workdir, anyio_backend, from_file=True)) as running:
+        conn = await running.connect()
+        await conn.ok("terminate-child", path="/echo")
+        await conn.ok("delete-child", path="/echo")
+        plan = await conn.ok("reload", dry_run=True)
+        assert plan["changes"] == ["start /echo (new)"]
+        await conn.ok("reload")
+        assert (await conn.ok("status", path="/echo"))["state"] == "running"
+
+
+async def test_an_unwritable_state_directory_stops_the_start(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """The state directory is written once before anything starts: if it cannot be, the
+    daemon does not start (exit 6 from `corral run`), and its socket is gone."""
+    (workdir / "state").write_text("a file where the directory should be")
+    daemon = make_daemon(workdir, anyio_backend)
+    with pytest.raises(StateError, match=r"state .*held\.json"):
+        await daemon.serve()
+    assert daemon.tree is None
+    assert not (workdir / "control.sock").exists()
+
+
+def test_configs_that_cannot_be_read_are_config_errors(workdir: Path) -> None:
+    """Nesting too deep to read, and a socket path with a NUL, are ConfigErrors (exit 6)."""
+    deep = "[supervisor]\nx = " + "{ a = " * 2000 + "1" + " }" * 2000 + "\n"
+    with pytest.raises(config.ConfigError, match=r"^deep\.toml: "):
+        config.parse(deep, "deep.toml")
+    with pytest.raises(config.ConfigError) as info:
+        config.parse('[daemon]\ncontrol-socket = "a\\u0000b"\n[supervisor]\n', "nul.toml")
+    assert str(info.value) == (
+        "nul.toml: a path cannot contain a NUL character at $.daemon.control-socket"
+    )

@@ -39,6 +39,7 @@ def test_all_is_pinned() -> None:
         "ConfigError",
         "DaemonConfig",
         "LoadedConfig",
+        "args_problem",
         "load",
         "load_demo",
         "parse",
@@ -387,9 +388,30 @@ STRATEGIES = '"one-for-one", "one-for-all" or "rest-for-one"'
         ),
         pytest.param(
             child('id = "a/b"', ECHO),
-            "child id must be a non-empty string without '/', got 'a/b'",
-            C0,
+            "child id 'a/b' is not usable in a path: use 1 to 255 characters, no '/', no control"
+            " characters, no blanks around it, not '.' or '..'",
+            f"{C0}.id",
             id="id-with-slash",
+        ),
+        pytest.param(
+            child('id = ".."', ECHO),
+            "child id '..' is not usable in a path: use 1 to 255 characters, no '/', no control"
+            " characters, no blanks around it, not '.' or '..'",
+            f"{C0}.id",
+            id="id-dot-dot",
+        ),
+        pytest.param(
+            child(f'id = "{"x" * 256}"', ECHO),
+            f"child id {'x' * 60!r} is not usable in a path: use 1 to 255 characters, no '/',"
+            " no control characters, no blanks around it, not '.' or '..'",
+            f"{C0}.id",
+            id="id-too-long",
+        ),
+        pytest.param(
+            child('id = "a"', ECHO, "backoff = { initial = inf }"),
+            "backoff initial must be a finite number of seconds, got inf",
+            f"{C0}.backoff",
+            id="backoff-infinite",
         ),
         pytest.param(
             child('id = "a"', ECHO, "children = []"),

@@ -41,8 +41,13 @@ def sup(
 
 
 def test_all_is_pinned() -> None:
-    """The reconfigure module exports exactly its plan type and two planners, as a tuple."""
-    assert reconfigure_module.__all__ == ("Reconfiguration", "plan_reconfiguration", "plan_tree")
+    """The reconfigure module exports exactly its plan type, two planners and declared_paths."""
+    assert reconfigure_module.__all__ == (
+        "Reconfiguration",
+        "declared_paths",
+        "plan_reconfiguration",
+        "plan_tree",
+    )
 
 
 PLAN_CASES = [
