@@ -202,14 +202,12 @@ class _Slot:
         "exits",
         "go",
         "incarnation",
-        "killed",
         "last_exception",
         "parked",
         "path",
         "quiet",
         "run_id",
         "spec",
-        "stop_done",
         "stopping",
         "sub",
         "task",
@@ -232,8 +230,6 @@ class _Slot:
         self.dormant: Actor | None = None  # started, but its task waits for a first message
         self.last_exception: BaseException | None = None
         self.exits: deque[ChildExited] | None = None
-        self.killed: Exception | None = None  # kill_child: the runner reports this crash
-        self.stop_done: anyio.Event | None = None  # set when terminate_child's stop ends
 
 
 def _noop() -> None:
@@ -274,6 +270,8 @@ class Supervisor:
         "_bus",
         "_done",
         "_dynamic_seq",
+        "_in_flight",
+        "_killed",
         "_new_waiter",
         "_services",
         "_shield",
@@ -312,6 +310,10 @@ class Supervisor:
         self.slots: dict[str, _Slot] = {}
         self.stop_deadline = math.inf
         self._dynamic_seq = 0
+        # Rare, so kept here rather than on every slot: a kill's crash for its runner to
+        # report, and terminate_child stops under way (set when each ends).
+        self._killed: dict[_Slot, Exception] = {}
+        self._in_flight: dict[_Slot, anyio.Event] = {}
         if isinstance(spec, DynamicSupervisorSpec):
             self.max_children = spec.max_children
             self.core = SupervisorCore.create(
@@ -452,8 +454,9 @@ class Supervisor:
                 self.inbox.put_nowait(_STOP)
 
     async def _boot(self) -> None:
-        for child_id, rec in list(self.core.children.items()):
-            if rec.held:
+        children = self.core.children
+        for child_id in list(children):  # ids only: 100k tuples would cost GC passes
+            if children[child_id].held:
                 self._close(child_id, "stopped by an operator")
                 continue
             try:
@@ -761,13 +764,11 @@ class Supervisor:
                     break
                 target, ready = go
         finally:  # cancellation (a stop) passes through; the task handle's scope absorbs it
-            killed = slot.killed if slot.run_id == run_id else None
+            killed = self._killed.pop(slot, None) if slot.run_id == run_id else None
             if running:
                 cell.end_incarnation(killed, stopped=killed is None)
-            if killed is not None:
-                slot.killed = None
-                if not slot.stopping:  # a stop that came after the kill wins
-                    inbox.put_nowait(_Exited(spec.id, slot.incarnation, ExitKind.ERROR, killed))
+            if killed is not None and not slot.stopping:  # a stop after the kill wins
+                inbox.put_nowait(_Exited(spec.id, slot.incarnation, ExitKind.ERROR, killed))
             self._finished(slot, run_id)
 
     async def _run_supervisor(
@@ -783,7 +784,7 @@ class Supervisor:
             error = exc
         finally:
             self._finished(slot, run_id)
-        killed, slot.killed = slot.killed, None
+        killed = self._killed.pop(slot, None)
         if slot.stopping == incarnation or (outcome is None and error is None):
             return
         if killed is not None:
@@ -845,7 +846,7 @@ class Supervisor:
         cell = slot.cell
         return (
             slot.quiet
-            and slot.stop_done is None
+            and slot not in self._in_flight
             and slot.alive
             and slot.parked is None
             and cell is not None
@@ -887,7 +888,7 @@ class Supervisor:
 
         If a ``terminate_child`` is stopping it already, wait for that stop to end instead.
         """
-        in_flight = self.slots[child_id].stop_done
+        in_flight = self._in_flight.get(self.slots[child_id])
         if in_flight is not None:
             await in_flight.wait()
         else:
@@ -983,11 +984,11 @@ class Supervisor:
                 if core.terminate(op.child_id):
                     tg = self._tg
                     assert tg is not None
-                    in_flight = slot.stop_done
+                    in_flight = self._in_flight.get(slot)
                     if in_flight is None:
                         # Marked now, before any other message is read: whatever stops it
                         # next waits for this stop rather than starting a second one.
-                        slot.stop_done = anyio.Event()
+                        self._in_flight[slot] = anyio.Event()
                         tg.start_soon(self._terminate_later, op, call)
                     else:  # terminated twice: the second caller waits for the same stop
                         tg.start_soon(self._answer_when_set, in_flight, op, call)
@@ -1033,7 +1034,7 @@ class Supervisor:
         own stop that includes it waits for this stop instead of starting another.
         """
         slot = self.slots[op.child_id]
-        done = slot.stop_done
+        done = self._in_flight.get(slot)
         assert done is not None  # set by _operate
         try:
             await self._stop_child_now(op.child_id)
@@ -1042,7 +1043,7 @@ class Supervisor:
             call.fail(self._stopping_error(op))
             raise
         finally:
-            slot.stop_done = None
+            del self._in_flight[slot]
             done.set()
         call.resolve(None)
 
@@ -1076,7 +1077,7 @@ class Supervisor:
             msg = f"{slot.path} is not running ({rec.status.value}): nothing to kill"
             raise ActorNotRunningError(msg, path=slot.path)
         if slot.dormant is None and (
-            slot.parked is not None or slot.task is None or slot.killed is not None
+            slot.parked is not None or slot.task is None or slot in self._killed
         ):
             # It has ended already (killed, or exited by itself) and the supervisor has not
             # read that exit yet: the exit decides what happens, not a second cause of death.
@@ -1086,7 +1087,7 @@ class Supervisor:
             self._undormant(slot)
             self.inbox.put_nowait(_Exited(child_id, slot.incarnation, ExitKind.ERROR, error))
             return slot.path
-        slot.killed = error
+        self._killed[slot] = error
         if slot.sub is not None:
             slot.sub.request_stop(anyio.current_time())  # its whole subtree, at once
         else:
