@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, NoReturn
 import msgspec
 
 from corral.daemon import protocol
-from corral.daemon.config import ConfigError, load
+from corral.daemon.config import ConfigError, id_problem, load
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -473,9 +473,9 @@ def _text(most: int) -> Callable[[str], str]:
 
 
 def _child_id(text: str) -> str:
-    if not text or "/" in text or len(text) > 255:
-        msg = f"a child id is 1 to 255 characters without '/', got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
+    problem = id_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 
@@ -493,9 +493,12 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    changes = {"start", "stop", "restart", "kill", "terminate-child", "delete-child"}
+    changes |= {"start-child", "reload", "shutdown"}
+
     def add(name: str, func: Callable[[argparse.Namespace], int], text: str) -> Any:
         p = sub.add_parser(name, help=text, description=text)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, changes=name in changes)
         return p
 
     p = add("run", cmd_run, "run the daemon in the foreground (the demo tree without CONFIG)")
@@ -561,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"corral: {target}: ERROR ({exc.error.code}) {exc.error.message}", file=sys.stderr)
         return Exit.ERROR
     except KeyboardInterrupt:
-        if getattr(args, "func", None) not in (cmd_status, cmd_why, cmd_events):
+        if getattr(args, "changes", False):  # a command sent to the daemon, under way
             print(
                 "corral: interrupted; the daemon carries on with the command (see `corral status`)",
                 file=sys.stderr,

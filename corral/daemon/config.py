@@ -69,6 +69,7 @@ __all__ = (
     "DaemonConfig",
     "LoadedConfig",
     "args_problem",
+    "id_problem",
     "load",
     "load_demo",
     "parse",
@@ -255,6 +256,26 @@ def parse(data: bytes | str, source: str) -> LoadedConfig:
         raise ConfigError(source, f"not valid TOML: {exc}") from None
     except RecursionError:
         raise ConfigError(source, "nested too deeply to read") from None
+
+
+def id_problem(child_id: str) -> str | None:
+    """Why *child_id* is not a usable path segment, or None. Ids are typed by people: no
+    slash, dot-paths, control characters or surrounding blanks, and at most 255 characters
+    (for config children and dynamic ones alike)."""
+    bad = (
+        not child_id
+        or len(child_id) > _MAX_ID
+        or child_id in (".", "..")
+        or "/" in child_id
+        or child_id != child_id.strip()
+        or any(ord(c) < 32 or ord(c) == 127 for c in child_id)
+    )
+    if not bad:
+        return None
+    return (
+        f"child id {child_id[:60]!r} is not usable in a path: use 1 to {_MAX_ID}"
+        " characters, no '/', no control characters, no blanks around it, not '.' or '..'"
+    )
 
 
 def args_problem(target: object, args: Mapping[str, object], name: str) -> str | None:
@@ -474,22 +495,9 @@ class _Converter:
             raise self.fail(str(exc), at) from None
 
     def check_id(self, child_id: str, at: str) -> None:
-        """Ids become path segments that people type: no slash, dot-paths, control
-        characters or surrounding blanks, and at most 255 characters."""
-        bad = (
-            not child_id
-            or len(child_id) > _MAX_ID
-            or child_id in (".", "..")
-            or "/" in child_id
-            or child_id != child_id.strip()
-            or any(ord(c) < 32 or ord(c) == 127 for c in child_id)
-        )
-        if bad:
-            msg = (
-                f"child id {child_id[:60]!r} is not usable in a path: use 1 to {_MAX_ID}"
-                " characters, no '/', no control characters, no blanks around it, not '.' or '..'"
-            )
-            raise self.fail(msg, at)
+        problem = id_problem(child_id)
+        if problem is not None:
+            raise self.fail(problem, at)
 
     def check_args(self, config: ChildConfig, target: object, at: str) -> None:
         """The args must fit the target's signature: found now, not at the first start."""

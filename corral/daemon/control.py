@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from corral.daemon.config import DaemonConfig
     from corral.daemon.main import Daemon
 
-__all__ = ("ControlServer", "Peer", "peer_of")
+__all__ = ("ControlServer", "DaemonStoppingError", "Peer", "peer_of")
 
 log = logging.getLogger("corral.control")
 _GONE: Final = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)  # client left
@@ -71,6 +71,12 @@ _CHANGES: Final = (
     protocol.Reload,
     protocol.Shutdown,
 )
+
+
+class DaemonStoppingError(CorralError):
+    """The daemon began to stop while a command was under way; it was not carried out."""
+
+
 _CODES: Final[tuple[tuple[type[Exception], protocol.Code], ...]] = (
     (NotFoundError, protocol.Code.NOT_FOUND),
     (UnknownPathError, protocol.Code.NOT_FOUND),
@@ -84,6 +90,7 @@ _CODES: Final[tuple[tuple[type[Exception], protocol.Code], ...]] = (
     (StartError, protocol.Code.START_FAILED),
     (ConfigError, protocol.Code.INVALID_CONFIG),
     (SpecError, protocol.Code.BAD_REQUEST),
+    (DaemonStoppingError, protocol.Code.STOPPING),
 )
 _COMMANDS: Final = ", ".join(sorted(t.__struct_config__.tag for t in protocol.Request.__args__))
 

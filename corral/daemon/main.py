@@ -29,10 +29,11 @@ from corral.daemon.config import (
     DaemonConfig,
     LoadedConfig,
     args_problem,
+    id_problem,
     load,
     load_demo,
 )
-from corral.daemon.control import ControlServer
+from corral.daemon.control import ControlServer, DaemonStoppingError
 from corral.daemon.logging import log_event
 from corral.daemon.state import StateError, StateFile
 from corral.errors import (
@@ -338,6 +339,8 @@ class Daemon:
                 " (edit it and `corral reload`)"
             )
             raise UnsupportedError(msg, supervisor=sup.path, child_id=child_id or "")
+        if child_id is not None and (problem := id_problem(child_id)) is not None:
+            raise SpecError(problem)
         template = self._declared(sup.path)
         if isinstance(template, DynamicSupervisorSpec):  # else added since: trust the spec
             child = template.child
@@ -394,7 +397,13 @@ class Daemon:
         async with self._reloading:
             # Read and imported in a thread: a slow import or a big file must not stop the loop.
             path = self.config_path
-            new = await anyio.to_thread.run_sync(load_demo if path is None else lambda: load(path))
+            new = await anyio.to_thread.run_sync(
+                load_demo if path is None else lambda: load(path),
+                abandon_on_cancel=True,  # a stop does not wait for a slow import
+            )
+            if self._stopping:
+                msg = "the daemon is stopping: the reload was not applied"
+                raise DaemonStoppingError(msg)
             plans = plan_tree(self._running_spec(self.spec), new.spec)
             changes = [line for plan in plans for line in plan.describe()]
             notes = []

@@ -7,7 +7,8 @@ by hand. corral does both from one rule, applied to each supervisor from the roo
 * flags (strategy, intensity, period, auto_shutdown) take effect in place, as OTP's
   ``code_change``; restart history is kept;
 * a child whose id is gone is stopped (reverse start order) and deleted;
-* a new child is started, in the new file order, after the changes below;
+* a new child is started; the restarted children (below) and the new ones start together
+  in the new file order, after every stop, since a child may depend on those before it;
 * a child whose spec changed is restarted with the new spec the way its supervisor restarts
   a crashed child: alone (one-for-one), with the children after it (rest-for-one), or with
   all its siblings (one-for-all). Only children that were running (or waiting to restart)

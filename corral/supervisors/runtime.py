@@ -628,6 +628,7 @@ class Supervisor:
         self.core.remove(child_id)
         if slot is not None:
             self._release(slot)
+            self._killed.pop(slot, None)
             self._services.discard_cells(slot.path)
             self._services.forget_held(slot.path)
 
@@ -778,13 +779,14 @@ class Supervisor:
         incarnation = slot.incarnation
         outcome: Outcome | None = None
         error: Exception | None = None
+        killed: Exception | None = None
         try:
             outcome = await sub.run(ready.wake_with_none)
         except Exception as exc:
             error = exc
-        finally:
+        finally:  # cancelled too: a kill's mark never outlives the run it was for
+            killed = self._killed.pop(slot, None)
             self._finished(slot, run_id)
-        killed = self._killed.pop(slot, None)
         if slot.stopping == incarnation or (outcome is None and error is None):
             return
         if killed is not None:
@@ -1106,12 +1108,16 @@ class Supervisor:
         new_by_id = {c.id: c for c in new.children}
         removed = set(plan.removed)
         for child_id in [c for c in reversed(core.children) if c in removed]:
+            if child_id not in core:
+                continue  # gone meanwhile (a temporary child's terminate ended)
             if core.terminate(child_id):
                 await self._stop_child(child_id)
             self._drop_slot(child_id)
         restarted = set(plan.restarted)
         again: set[str] = set()
         for child_id in [c for c in reversed(core.children) if c in restarted]:
+            if child_id not in core:
+                continue  # gone while a sibling stopped (a temporary child's terminate ended)
             rec = core.children[child_id]
             if not rec.held and (rec.alive or rec.status is ChildStatus.BACKOFF):
                 again.add(child_id)
@@ -1133,9 +1139,8 @@ class Supervisor:
                 # Restarted whole: the actors its new spec no longer declares are gone.
                 actors = frozenset(declared_paths(spec.start, slot.path, workers=True))
                 self._services.discard_cells(slot.path, keep=actors)
-                self._services.forget_held(
-                    slot.path, keep=set(declared_paths(spec.start, slot.path))
-                )
+                declared = {slot.path, *declared_paths(spec.start, slot.path)}
+                self._services.forget_held(slot.path, keep=declared)
             slot.spec = core.children[child_id].spec = spec
             if slot.cell is not None:
                 slot.cell.mailbox.capacity = spec.mailbox.capacity
@@ -1154,9 +1159,10 @@ class Supervisor:
             else:
                 added.add(child_id)
         core.reorder([c.id for c in new.children])
-        order = list(core.children)
-        # The restarted ones first, then the new ones: each group in the new file order.
-        for child_id in [c for c in order if c in again] + [c for c in order if c in added]:
+        again |= added
+        # Restarted and new children start together in the new file order: a child may
+        # depend on those before it, whether they are new or not.
+        for child_id in [c for c in core.children if c in again]:
             if core.children[child_id].held:
                 self._close(child_id, "stopped by an operator")
                 continue

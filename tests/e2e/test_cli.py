@@ -499,7 +499,8 @@ def test_usage_errors_exit_2(workdir: Path, backend: str) -> None:
     for argv, complaint in (
         (("dead-letters", "--limit", "0"), "expected a whole number from 1 to 10000, got '0'"),
         (("events", "--recent", "5000"), "expected a whole number from 0 to 1000, got '5000'"),
-        (("start-child", "/pool", "--id", "x/y"), "a child id is 1 to 255 characters"),
+        (("start-child", "/pool", "--id", "x/y"), "child id 'x/y' is not usable in a path"),
+        (("start-child", "/pool", "--id", ".."), "child id '..' is not usable in a path"),
         (("kill", "/a", "--reason", "x" * 1025), "at most 1024 characters, got 1025"),
     ):
         result = run_cli("--socket", sock, *argv)

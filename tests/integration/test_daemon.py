@@ -449,6 +449,14 @@ async def test_ping_status_and_why(workdir: Path, anyio_backend: str) -> None:
             "args do not fit corral.demo:Echo(): got an unexpected keyword argument 'x'",
             id="start-child-bad-args",
         ),
+        pytest.param(
+            "start-child",
+            {"supervisor": "/pool", "id": ".."},
+            "bad_request",
+            "child id '..' is not usable in a path: use 1 to 255 characters, no '/', no control"
+            " characters, no blanks around it, not '.' or '..'",
+            id="start-child-bad-id",
+        ),
     ],
 )
 async def test_command_errors(

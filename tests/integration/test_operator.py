@@ -76,10 +76,11 @@ class StartsWhenLet(corral.Actor):
 
 
 class SlowToStop(corral.Actor):
-    """Its on_stop waits for *release*."""
+    """Its on_stop waits for *release*; a *version* tells specs apart."""
 
-    def __init__(self, release: anyio.Event) -> None:
+    def __init__(self, release: anyio.Event, version: int = 0) -> None:
         self.release = release
+        self.version = version
 
     async def handle(self, message: object) -> object:
         return message
@@ -863,3 +864,84 @@ async def test_holds_are_reported_as_they_change() -> None:
             await sup.terminate_child("a", hold=True)
             await sup.delete_child("a")
     assert seen == [frozenset({"/slow"}), frozenset(), frozenset({"/a"}), frozenset()]
+
+
+async def test_a_reload_while_a_temporary_sibling_finishes_its_terminate() -> None:
+    """A temporary child whose terminate ends (and drops it) while a reconfiguration waits
+    on a sibling's stop is skipped; the rest of the plan is applied."""
+    gate_a, gate_b = anyio.Event(), anyio.Event()
+
+    def spec(version: int) -> corral.SupervisorSpec:
+        return corral.SupervisorSpec(
+            [
+                corral.ChildSpec(
+                    "a",
+                    SlowToStop,
+                    args={"release": gate_a, "version": version},
+                    restart=corral.RestartType.TEMPORARY,
+                ),
+                corral.ChildSpec("b", SlowToStop, args={"release": gate_b, "version": version}),
+            ]
+        )
+
+    old, new = spec(0), spec(1)
+    failures: list[tuple[corral.StartError, ...]] = []
+
+    async def reconfigure(sup: corral.SupervisorRef) -> None:
+        [plan] = plan_tree(old, new)
+        failures.append(await sup.reconfigure(plan))
+
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(old) as tree:
+            sup = tree.supervisor()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sup.terminate_child, "a")
+                await anyio.wait_all_tasks_blocked()  # a is stopping
+                tg.start_soon(reconfigure, sup)
+                await anyio.wait_all_tasks_blocked()  # the plan waits on a's stop, then b's
+                gate_a.set()
+                await anyio.wait_all_tasks_blocked()  # a's terminate ended: a is gone
+                gate_b.set()
+            assert failures == [()]
+            assert statuses(sup) == {"b": RUNNING}
+
+
+async def test_a_kill_and_a_brutal_terminate_in_one_step_leave_no_mark() -> None:
+    """A sub-supervisor killed and terminated (brutally) before either is carried out can
+    be started and killed again afterwards: the first kill left nothing behind."""
+    gate = anyio.Event()
+    sub = corral.ChildSpec("g", corral.SupervisorSpec([named("x", [])]), shutdown=corral.BRUTAL)
+    spec = corral.SupervisorSpec([sub], intensity=5)
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec) as tree:
+            sup, events = tree.supervisor(), EventLog()
+            tree.events.subscribe(events)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(occupy, sup, gate)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(sup.kill_child, "g", Boom("drill"))
+                await anyio.wait_all_tasks_blocked()
+                gate.set()  # the kill is read; the terminate right after it
+                await sup.terminate_child("g")
+            assert statuses(sup)["g"] is STOPPED
+            await sup.restart_child("g")
+            assert await sup.kill_child("g", Boom("again")) == "/g"
+            await events.wait_for(corral.ChildStarted, "/g", restarts=2)
+
+
+async def test_a_reload_that_restarts_a_held_supervisor_keeps_its_hold() -> None:
+    """A held sub-supervisor whose own spec changes stays held through the reload."""
+    old = corral.SupervisorSpec([corral.ChildSpec("g", corral.SupervisorSpec([named("x", [])]))])
+    new = corral.SupervisorSpec(
+        [corral.ChildSpec("g", corral.SupervisorSpec([named("x", [])]), shutdown=1.0)]
+    )
+    seen: list[frozenset[str]] = []
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(old, on_held=seen.append) as tree:
+            sup = tree.supervisor()
+            await sup.terminate_child("g", hold=True)
+            for plan in plan_tree(old, new):
+                assert await tree.supervisor(plan.path).reconfigure(plan) == ()
+            assert tree.held == {"/g"}
+            assert statuses(sup) == {"g": STOPPED}
+    assert seen == [frozenset({"/g"})]

@@ -40,6 +40,7 @@ def test_all_is_pinned() -> None:
         "DaemonConfig",
         "LoadedConfig",
         "args_problem",
+        "id_problem",
         "load",
         "load_demo",
         "parse",
