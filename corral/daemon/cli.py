@@ -493,8 +493,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    changes = {"start", "stop", "restart", "kill", "terminate-child", "delete-child"}
-    changes |= {"start-child", "reload", "shutdown"}
+    changes = {request.__struct_config__.tag for request in protocol.CHANGES}
 
     def add(name: str, func: Callable[[argparse.Namespace], int], text: str) -> Any:
         p = sub.add_parser(name, help=text, description=text)

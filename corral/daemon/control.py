@@ -60,17 +60,6 @@ _GONE: Final = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)  
 audit = logging.getLogger("corral.audit")
 
 _SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
-_CHANGES: Final = (
-    protocol.Start,
-    protocol.Stop,
-    protocol.Restart,
-    protocol.Kill,
-    protocol.StartChild,
-    protocol.TerminateChild,
-    protocol.DeleteChild,
-    protocol.Reload,
-    protocol.Shutdown,
-)
 
 
 class DaemonStoppingError(CorralError):
@@ -330,7 +319,7 @@ class ControlServer:
             response = protocol.Response(ok=True, result=result)
         except Exception as exc:  # every error becomes an answer; the daemon goes on
             response = self._failure(request, exc)
-        if isinstance(request, _CHANGES) and not getattr(request, "dry_run", False):
+        if isinstance(request, protocol.CHANGES) and not getattr(request, "dry_run", False):
             outcome = "ok" if response.ok else f"error {response.error.code}"  # type: ignore[union-attr]  # not ok: error is set
             fields = msgspec.structs.asdict(request)
             audit.info(

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Final
 import msgspec
 
 __all__ = (
+    "CHANGES",
     "MAX_FRAME",
     "Code",
     "DeadLetterInfo",
@@ -182,6 +183,19 @@ Request = (
     | DeadLetters
     | Events
     | Shutdown
+)
+
+# The requests that change the tree or the daemon: audited, and worth a note if interrupted.
+CHANGES: Final = (
+    Start,
+    Stop,
+    Restart,
+    Kill,
+    StartChild,
+    TerminateChild,
+    DeleteChild,
+    Reload,
+    Shutdown,
 )
 
 # -- results ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from corral.daemon.protocol import Code
 def test_all_is_pinned() -> None:
     """The protocol module exports exactly its public names, as a tuple."""
     assert protocol.__all__ == (
+        "CHANGES",
         "MAX_FRAME",
         "Code",
         "DeadLetterInfo",
