@@ -257,6 +257,8 @@ def _describe(node: dict[str, Any]) -> str:
     if node.get("last_exit") and node["state"] != "running":
         error = node.get("last_error")
         parts.append(f"last exit: {node['last_exit']}" + (f" {error}" if error else ""))
+    if node.get("start_error") and node["state"] != "running":
+        parts.append(f"failed to start: {node['start_error']}")
     return "  ".join(parts)
 
 
@@ -278,6 +280,10 @@ def render_why(why: dict[str, Any]) -> list[str]:
     )
     if why.get("dead_letters"):
         lines.append(f"  dead letters: {why['dead_letters']} (corral dead-letters {why['path']})")
+    if why.get("start_error"):
+        lines.append(f"  last start failed: {why['start_error']}")
+        if why.get("start_traceback"):
+            lines.extend("    " + line for line in why["start_traceback"].rstrip().splitlines())
     exits = why["exits"]
     if not exits:
         lines.append("  no exits recorded")

@@ -320,7 +320,11 @@ class ControlServer:
         except Exception as exc:  # every error becomes an answer; the daemon goes on
             response = self._failure(request, exc)
         if isinstance(request, protocol.CHANGES) and not getattr(request, "dry_run", False):
-            outcome = "ok" if response.ok else f"error {response.error.code}"  # type: ignore[union-attr]  # not ok: error is set
+            error = response.error
+            outcome = "ok" if error is None else f"error {error.code}"
+            failures = getattr(response.result, "failures", None)
+            if failures:  # a reload applied, but not whole
+                outcome = f"ok, {len(failures)} failed to start"
             fields = msgspec.structs.asdict(request)
             audit.info(
                 "audit: uid %d (pid %d) %s %s: %s",

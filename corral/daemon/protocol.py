@@ -231,7 +231,8 @@ class StatusNode(_Result, frozen=True, kw_only=True):
     held: bool  # stopped by an operator: stays stopped until started
     uptime: float | None = None  # seconds since it last started, while it runs
     last_exit: str | None = None  # "normal" | "shutdown" | "error"
-    last_error: str | None = None  # repr of the last exception
+    last_error: str | None = None  # repr of the last exit's exception
+    start_error: str | None = None  # repr of a later failure to start again
     next_restart_in: float | None = None  # seconds, in backoff
     mailbox_depth: int = 0
     mailbox_capacity: int = 0
@@ -265,6 +266,8 @@ class WhyResult(_Result, frozen=True, kw_only=True):
     period: float
     restarts_remaining: int
     dead_letters: int = 0
+    start_error: str | None = None  # its last start failed after its last exit (repr)
+    start_traceback: str | None = None
 
 
 class ReloadResult(_Result, frozen=True, kw_only=True):

@@ -149,6 +149,7 @@ def _supervisor_fields(
 
 def _child_node(child: ChildStatistics, clock: Clock, held: Collection[str]) -> protocol.StatusNode:
     extra = {} if child.supervisor is None else _supervisor_fields(child.supervisor, clock, held)
+    exit_error, start_error = _errors(child)
     if child.supervisor is None and child.type.value == "supervisor":
         extra = {"children": []}
     return protocol.StatusNode(
@@ -158,7 +159,8 @@ def _child_node(child: ChildStatistics, clock: Clock, held: Collection[str]) -> 
         restarts=child.restarts,
         uptime=clock.age(child.started_at),
         last_exit=None if child.last_exit is None else child.last_exit.value,
-        last_error=None if child.last_exception is None else short_repr(child.last_exception),
+        last_error=None if exit_error is None else short_repr(exit_error),
+        start_error=None if start_error is None else short_repr(start_error),
         next_restart_in=clock.until(child.next_restart_at),
         held=child.path in held,
         mailbox_depth=child.mailbox_depth,
@@ -169,6 +171,13 @@ def _child_node(child: ChildStatistics, clock: Clock, held: Collection[str]) -> 
     )
 
 
+def _errors(child: ChildStatistics) -> tuple[BaseException | None, BaseException | None]:
+    """The last exit's exception, and a failure to start that came after it (or None)."""
+    exit_error = child.exits[-1].exception if child.exits else None
+    last = child.last_exception
+    return exit_error, (last if last is not None and last is not exit_error else None)
+
+
 def why(tree: Tree, path: str) -> protocol.WhyResult:
     """Everything known about why the child at *path* is in its state."""
     clock = Clock()
@@ -176,6 +185,7 @@ def why(tree: Tree, path: str) -> protocol.WhyResult:
     if child is None:
         msg = "the root supervisor has no exits to explain: ask about a child, e.g. /name"
         raise UnknownPathError(msg, path="/")
+    _, start_error = _errors(child)
     return protocol.WhyResult(
         path=child.path,
         state=child.state.value,
@@ -189,6 +199,10 @@ def why(tree: Tree, path: str) -> protocol.WhyResult:
         period=stats.period,
         restarts_remaining=stats.restarts_remaining,
         dead_letters=child.dead_letters,
+        start_error=None if start_error is None else short_repr(start_error),
+        start_traceback=None
+        if start_error is None
+        else "".join(traceback.format_exception(start_error)),
     )
 
 

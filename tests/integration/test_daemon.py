@@ -1794,3 +1794,32 @@ def test_configs_that_cannot_be_read_are_config_errors(workdir: Path) -> None:
     assert str(info.value) == (
         "nul.toml: a path cannot contain a NUL character at $.daemon.control-socket"
     )
+
+
+async def test_a_child_that_failed_to_start_says_why(
+    workdir: Path, anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A child added by a reload that fails to start shows the failure in status and why
+    (with its traceback), and the audit record says the reload was not whole."""
+    path = workdir / "corral.toml"
+    broken = f'\n[[supervisor.children]]\nid = "broken"\nstart = "{__name__}:fails_to_start"\n'
+    async with serving(make_daemon(workdir, anyio_backend, from_file=True)) as running:
+        conn = await running.connect()
+        path.write_text(path.read_text() + broken)
+        with caplog.at_level(logging.INFO, logger="corral.audit"):
+            result = await conn.ok("reload")
+        assert result["failures"] == [
+            "supervisor '/': child 'broken' failed to start: RuntimeError('no database')"
+        ]
+        audit = [r for r in caplog.records if r.name == "corral.audit"]
+        assert audit[-1].getMessage().endswith(": ok, 1 failed to start")
+        node = await conn.ok("status", path="/broken")
+        assert (node["state"], node["start_error"]) == ("failed", "RuntimeError('no database')")
+        why = await conn.ok("why", path="/broken")
+        assert why["start_error"] == "RuntimeError('no database')"
+        assert why["start_traceback"].endswith("RuntimeError: no database\n")
+        lines = cli.render_why(why)
+        assert "  last start failed: RuntimeError('no database')" in lines
+        assert cli.render_status(node, colour=False)[0].endswith(
+            "failed to start: RuntimeError('no database')"
+        )
