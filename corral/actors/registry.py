@@ -9,12 +9,17 @@ from corral.errors import UnknownPathError
 if TYPE_CHECKING:
     from corral.actors.actor import ActorCell, ActorRef
 
-__all__ = ("Registry", "join_path")
+__all__ = ("Registry", "join_path", "within")
 
 
 def join_path(parent: str, child_id: str) -> str:
     """The path of *child_id* under the supervisor at *parent* (the root is ``/``)."""
     return f"{parent.rstrip('/')}/{child_id}"
+
+
+def within(path: str, top: str) -> bool:
+    """Whether *path* is *top* or below it (``/a/b`` is within ``/a``, ``/ab`` is not)."""
+    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 @final

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 import attrs
 
-from corral.actors.registry import join_path
+from corral.actors.registry import join_path, within
 from corral.daemon import protocol, view
 from corral.daemon.config import (
     ConfigError,
@@ -43,6 +43,7 @@ from corral.errors import (
     SpecError,
     StartError,
     SupervisorGaveUpError,
+    UnknownPathError,
     UnsupportedError,
 )
 from corral.supervisors.reconfigure import declared_paths, plan_tree
@@ -272,9 +273,8 @@ class Daemon:
     def dead_letters(self, path: str | None, limit: int) -> list[protocol.DeadLetterInfo]:
         letters = self._tree().dead_letters()
         if path is not None:
-            under = view.normalize(path)
-            prefix = under.rstrip("/") + "/"
-            letters = tuple(d for d in letters if d.path == under or d.path.startswith(prefix))
+            top = view.normalize(path)
+            letters = tuple(d for d in letters if within(d.path, top))
         return [view.dead_letter(d) for d in letters[-limit:]]
 
     def _child(self, path: str) -> tuple[SupervisorRef, str, str]:
@@ -284,7 +284,13 @@ class Daemon:
             msg = "the root supervisor is not a child: use `corral shutdown` to stop the daemon"
             raise UnsupportedError(msg, supervisor="/", child_id="")
         parent, child_id = view.parent_path(path), path.rsplit("/", 1)[1]
-        view.find(self._tree(), path)  # NotFound with a message that names the missing part
+        try:
+            sup = self._tree().supervisor(parent)
+            found = child_id in sup
+        except UnknownPathError:
+            found = False
+        if not found:  # only now a snapshot: its error names the part that is missing
+            view.find(self._tree(), path)
         return self._tree().supervisor(parent), child_id, path
 
     async def start(self, path: str) -> protocol.Done:

@@ -16,7 +16,7 @@ import anyio
 
 from corral.actors.actor import ActorCell, ActorRef, Call
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
-from corral.actors.registry import Registry
+from corral.actors.registry import Registry, within
 from corral.actors.waiter import waiter_factory
 from corral.errors import StartError, SupervisorGaveUpError, UnknownPathError
 from corral.supervisors.events import EventBus, Observer, SupervisorEscalated
@@ -76,8 +76,7 @@ class TreeServices:
         cell = self.cells.get(path)
         if cell is not None:
             return [cell]
-        prefix = path.rstrip("/") + "/"
-        return [c for p, c in self.cells.items() if p.startswith(prefix)]
+        return [c for p, c in self.cells.items() if within(p, path)]
 
     def hold(self, path: str) -> None:
         if path not in self.held:
@@ -92,8 +91,7 @@ class TreeServices:
     def forget_held(self, path: str, keep: Collection[str] = ()) -> None:
         """The child at *path* is gone for good: so are the holds on it and below it (but
         those on *keep*)."""
-        prefix = path.rstrip("/") + "/"
-        kept = {p for p in self.held if (p != path and not p.startswith(prefix)) or p in keep}
+        kept = {p for p in self.held if not within(p, path) or p in keep}
         if kept != self.held:
             self.held = kept
             self._held_changed()
@@ -229,6 +227,10 @@ class SupervisorRef:
             NotFoundError, RunningError, RestartingError: as OTP.
         """
         await self._current().request(_Op("delete_child", child_id))
+
+    def __contains__(self, child_id: object) -> bool:
+        """Whether it has a child *child_id* now (running or not)."""
+        return child_id in self._current().core.children
 
     @property
     def dynamic(self) -> bool:

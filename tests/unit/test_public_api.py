@@ -20,7 +20,7 @@ MODULES = {
     "corral.actors.mailbox": 9,
     "corral.actors.waiter": 4,
     "corral.actors.actor": 6,
-    "corral.actors.registry": 2,
+    "corral.actors.registry": 3,
     "corral.actors.deadletter": 2,
 }
 
