@@ -18,6 +18,7 @@ import anyio.lowlevel
 
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.mailbox import DROPPED, EMPTY, QUEUED, YIELD, Mailbox, MailboxFull
+from corral.actors.timing import SAMPLE_MASK
 from corral.errors import (
     ActorCrashedError,
     ActorNotRunningError,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator
 
     from corral.actors.registry import Registry
+    from corral.actors.timing import Timings
     from corral.actors.waiter import Waiter
 
 __all__ = ("DEFAULT_CALL_TIMEOUT", "Actor", "ActorCell", "ActorRef", "Call", "Context")
@@ -129,7 +131,9 @@ class ActorCell:
         "mailbox",
         "path",
         "registry",
+        "since",
         "stop_requested",
+        "timings",
     )
 
     def __init__(
@@ -140,6 +144,7 @@ class ActorCell:
         bus: EventBus,
         letters: DeadLetterBox,
         registry: Registry,
+        timings: Timings | None = None,
     ) -> None:
         self.path = path
         self.mailbox = mailbox
@@ -153,6 +158,8 @@ class ActorCell:
         self.cleanup_deadline = math.inf  # on_stop ends by then (a stopping parent's deadline)
         self.cleanup_scope: anyio.CancelScope | None = None  # on_stop's, while it runs
         self._ref: ActorRef | None = None
+        self.timings = timings  # its supervisor's, when the tree keeps timings
+        self.since = 0.0  # when a function actor's sampled message was received
 
     @property
     def ref(self) -> ActorRef:
@@ -335,6 +342,8 @@ class ActorRef:
             MailboxFullError: the mailbox is full and rejects or drops.
         """
         cell = self._check()
+        timings = cell.timings
+        sent = time.perf_counter() if timings is not None else 0.0
         mailbox = cell.mailbox
         request = Call(message, mailbox.new_waiter)
         remaining = timeout
@@ -358,6 +367,8 @@ class ActorRef:
         replied, reply = await request.wait_for(remaining)
         if not replied:
             raise self._timeout(cell, timeout)
+        if timings is not None:  # answered calls only: a timeout is its own error
+            timings.calls.observe(time.perf_counter() - sent)
         return reply
 
     def _timeout(self, cell: ActorCell, timeout: float) -> CallTimeoutError:
@@ -407,6 +418,8 @@ class Context:
             self.started()
         item = await cell.mailbox.get()
         cell.current = item
+        if cell.timings is not None and not cell.handled & SAMPLE_MASK:
+            cell.since = time.perf_counter()
         return item.payload if isinstance(item, Call) else item
 
     def reply(self, value: object) -> None:
@@ -423,6 +436,10 @@ class Context:
         if current is None:
             return
         cell.current = None
+        if cell.since:  # a sampled message: handled between two receives
+            assert cell.timings is not None
+            cell.timings.handling.observe(time.perf_counter() - cell.since)
+            cell.since = 0.0
         cell.handled += 1
         if isinstance(current, Call) and not current.done:
             current.fail(NoReplyError(f"actor {cell.path} did not reply", path=cell.path))
@@ -448,6 +465,7 @@ async def run_actor(
     ctx.started()
     mailbox = cell.mailbox
     handle = actor.handle
+    timings = cell.timings
     try:
         while True:
             item = mailbox.poll()
@@ -460,10 +478,15 @@ async def run_actor(
                     continue
                 item = await mailbox.get()  # a fairness yield is due
             cell.current = item
+            sampled = timings is not None and not cell.handled & SAMPLE_MASK
+            if sampled:
+                started = time.perf_counter()
             if type(item) is Call:
                 item.resolve(await handle(item.payload))
             else:
                 await handle(item)
+            if sampled:
+                timings.handling.observe(time.perf_counter() - started)  # type: ignore[union-attr]  # sampled: not None
             cell.current = None
             cell.handled += 1
     finally:

@@ -429,6 +429,13 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        text: str = client.call(protocol.Metrics())
+    sys.stdout.write(text)
+    return Exit.OK
+
+
 def cmd_shutdown(args: argparse.Namespace) -> int:
     with _client(args, timeout=None) as client:
         done = client.call(protocol.Shutdown())
@@ -552,6 +559,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", metavar="PATH", help="only those of PATH (or below it)")
     p.add_argument("--limit", type=_count(1, 10_000), default=100, help="at most (default 100)")
     p.add_argument("--json", action="store_true")
+    add("metrics", cmd_metrics, "the Prometheus metrics, as /metrics serves them")
     add("shutdown", cmd_shutdown, "stop the tree in reverse order and the daemon")
     add("version", cmd_version, "the CLI's and the daemon's versions")
     return top

@@ -151,6 +151,9 @@ class SupervisorConfig(Base, frozen=True):
     children: list[ChildConfig] = msgspec.field(default_factory=list)
 
 
+REDACT_DEFAULT: Final = ("password", "passwd", "secret", "token", "apikey", "credential", "dsn")
+
+
 class DaemonConfig(Base, frozen=True):
     """Daemon settings; the defaults suit a developer's shell and systemd alike."""
 
@@ -161,18 +164,32 @@ class DaemonConfig(Base, frozen=True):
     allowed_gids: list[Count] = msgspec.field(default_factory=list)  # besides socket-group
     state_directory: str | None = None  # $STATE_DIRECTORY, else ./state
     backend: Literal["asyncio", "trio"] = "asyncio"
-    log_format: Literal["auto", "text", "json"] = "auto"
+    log_format: Literal["auto", "text", "json", "journal"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_listen: str = "127.0.0.1:9810"  # host:port; "" turns the listener off
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 64
     idle_timeout: Positive = 300.0  # a silent control connection is closed after this
     dead_letters: Annotated[int, msgspec.Meta(ge=0)] = 1000  # kept for `corral dead-letters`
+    # While starting or stopping, each child started or stopped gives systemd this much more
+    # time (EXTEND_TIMEOUT_USEC), and at least the longest child's shutdown timeout.
+    progress_timeout: Positive = 30.0
+    loop_stall_timeout: Positive = 1.0  # the loop blocked this long is a stall: logged, counted
+    # Actor args whose name contains one of these (case, "-" and "_" ignored) are shown as
+    # "<redacted>" in logs, `status` and `why`; so are passwords in URLs and bearer tokens.
+    redact: list[str] = msgspec.field(default_factory=lambda: list(REDACT_DEFAULT))
 
     def socket_path(self) -> Path:
         if self.control_socket:
             return Path(self.control_socket)
         runtime = os.environ.get("RUNTIME_DIRECTORY")
         return Path(runtime.split(":")[0] if runtime else "run") / "control.sock"
+
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``metrics-listen`` as (host, port), None when off; ``[::1]`` loses its brackets."""
+        if not self.metrics_listen:
+            return None
+        host, _, port = self.metrics_listen.rpartition(":")
+        return host.removeprefix("[").removesuffix("]"), int(port)
 
     def state_path(self) -> Path:
         if self.state_directory:
@@ -200,7 +217,7 @@ _CHOICES: Final = {
     "overflow": _quoted(get_args(OverflowName)),
     "type": _quoted(("worker", "supervisor")),
     "backend": _quoted(("asyncio", "trio")),
-    "log-format": _quoted(("auto", "text", "json")),
+    "log-format": _quoted(("auto", "text", "json", "journal")),
     "log-level": _quoted(("debug", "info", "warning", "error")),
     "shutdown": ("a number of seconds >= 0", '"brutal"', '"infinity"'),
     "socket-mode": ("0o600", "0o660"),

@@ -23,6 +23,7 @@ import os
 import socket
 import stat
 import struct
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -48,7 +49,7 @@ from corral.errors import (
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import Callable
 
     from corral.daemon.config import DaemonConfig
     from corral.daemon.main import Daemon
@@ -113,9 +114,15 @@ def _error(code: protocol.Code, message: str) -> protocol.Response:
 class ControlServer:
     """Serves one daemon's commands on its control socket."""
 
-    def __init__(self, daemon: Daemon, settings: DaemonConfig) -> None:
+    def __init__(
+        self,
+        daemon: Daemon,
+        settings: DaemonConfig,
+        on_answer: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.daemon = daemon
         self.settings = settings
+        self._on_answer = on_answer  # (command, "ok" or the error code): for metrics
         self.path = settings.socket_path()
         self._listener: anyio.abc.SocketListener | None = None
         self._sock: socket.socket | None = None
@@ -126,8 +133,10 @@ class ControlServer:
 
     # -- the socket file ----------------------------------------------------------------------
 
-    async def bind(self) -> None:
-        """Create the socket with its mode from the start (no window with a looser one).
+    async def bind(self, activated: socket.socket | None = None) -> None:
+        """Create the socket with its mode from the start (no window with a looser one), or
+        serve the *activated* one that systemd passed (its ``.socket`` unit sets path, mode and
+        group; it is left in place at exit, for the next start).
 
         Raises:
             DaemonError: another daemon serves it, the path is taken, or it cannot be made.
@@ -135,6 +144,16 @@ class ControlServer:
         from corral.daemon.main import DaemonError  # main imports this module
 
         settings = self.settings
+        if activated is not None:
+            name = activated.getsockname()
+            self.path = Path(name if isinstance(name, str) else os.fsdecode(name))
+            with contextlib.suppress(OSError):
+                info = self.path.stat()
+                if info.st_mode & 0o060:  # the file's group may connect: so may its peers
+                    self._gids.add(info.st_gid)
+            log.info("control socket %s passed by systemd (socket activation)", self.path)
+            self._listener = await anyio.abc.SocketListener.from_socket(activated)
+            return
         gid = -1
         if settings.socket_group is not None:
             try:
@@ -290,9 +309,11 @@ class ControlServer:
             try:
                 request = protocol.decode_request(frame)
             except msgspec.DecodeError as exc:
+                self._answered("invalid", protocol.Code.BAD_REQUEST)
                 await self._send(stream, _error(protocol.Code.BAD_REQUEST, _bad_request(exc)))
                 continue
             if isinstance(request, protocol.Events):
+                self._answered("events", "ok")
                 if request.follow:
                     await self._events(stream, reader, request.recent)
                     return
@@ -319,8 +340,9 @@ class ControlServer:
             response = protocol.Response(ok=True, result=result)
         except Exception as exc:  # every error becomes an answer; the daemon goes on
             response = self._failure(request, exc)
+        error = response.error
+        self._answered(type(request).__struct_config__.tag, "ok" if error is None else error.code)
         if isinstance(request, protocol.CHANGES) and not getattr(request, "dry_run", False):
-            error = response.error
             outcome = "ok" if error is None else f"error {error.code}"
             failures = getattr(response.result, "failures", None)
             if failures:  # a reload applied, but not whole
@@ -345,6 +367,10 @@ class ControlServer:
                 },
             )
         return response
+
+    def _answered(self, command: object, result: str) -> None:
+        if self._on_answer is not None:
+            self._on_answer(str(command), result)
 
     def _failure(self, request: protocol.Request, exc: Exception) -> protocol.Response:
         if self.daemon.tree is None or (
@@ -388,6 +414,8 @@ class ControlServer:
                 return await daemon.reload(dry_run=dry_run)
             case protocol.Shutdown():
                 return daemon.shutdown()
+            case protocol.Metrics():
+                return daemon.metrics()
         raise AssertionError(request)  # Events is handled by the connection
 
     async def _events(

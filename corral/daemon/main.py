@@ -13,6 +13,7 @@ import enum
 import functools
 import gc
 import logging
+import math
 import os
 import signal
 from collections import deque
@@ -34,8 +35,12 @@ from corral.daemon.config import (
     load_demo,
 )
 from corral.daemon.control import ControlServer, DaemonStoppingError
+from corral.daemon.endpoint import Endpoint, Page, text_page
 from corral.daemon.logging import log_event
+from corral.daemon.loop import LoopMonitor
+from corral.daemon.metrics import CONTENT_TYPE, Counters, TreeCollector, exposition, make_registry
 from corral.daemon.state import StateError, StateFile
+from corral.daemon.systemd import STATUS_EVERY, Notifier, activated_socket, summary
 from corral.errors import (
     ActorNotRunningError,
     CorralError,
@@ -47,11 +52,19 @@ from corral.errors import (
     UnsupportedError,
 )
 from corral.supervisors.reconfigure import declared_paths, plan_tree
-from corral.supervisors.spec import ChildSpec, DynamicSupervisorSpec, RestartType, SupervisorSpec
+from corral.supervisors.spec import (
+    ChildSpec,
+    DynamicSupervisorSpec,
+    RestartType,
+    SupervisorSpec,
+    stop_bound,
+)
 from corral.supervisors.tree import open_tree
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from prometheus_client import CollectorRegistry
 
     from corral.supervisors.events import Event
     from corral.supervisors.tree import SupervisorRef, Tree
@@ -97,6 +110,12 @@ class Daemon:
     _unsaved: StateError | None = None  # the last save of the held paths failed so
     settings: DaemonConfig = attrs.field(init=False)  # in use: [daemon] is read at start only
     _recent: deque[Event] = attrs.field(factory=lambda: deque(maxlen=RECENT_EVENTS))
+    notifier: Notifier = attrs.field(factory=Notifier)
+    counters: Counters = attrs.field(init=False)
+    registry: CollectorRegistry = attrs.field(init=False)
+    monitor: LoopMonitor = attrs.field(init=False)
+    _booting: bool = True  # until the whole tree has started
+    _status_changed: anyio.Event = attrs.field(factory=anyio.Event)
 
     @property
     def spec(self) -> SupervisorSpec:
@@ -124,19 +143,122 @@ class Daemon:
 
     def __attrs_post_init__(self) -> None:
         self.settings = self.loaded.daemon
+        self.counters = Counters(is_dynamic=self._is_dynamic)
+        self.monitor = LoopMonitor(self.counters, self.settings.loop_stall_timeout)
+        collector = TreeCollector(
+            lambda: self.tree,
+            self.counters,
+            lambda: {"version": version_string(), "backend": self.backend},
+            self.ready,
+        )
+        self.registry = make_registry(collector)
+
+    def _is_dynamic(self, path: str) -> bool:
+        tree = self.tree
+        try:
+            return tree is not None and tree.supervisor(path).dynamic
+        except CorralError:
+            return False
+
+    def ready(self) -> bool:
+        """What /readyz says: the tree has started, the daemon is not stopping, and the root
+        supervisor is not at the end of its restart budget."""
+        tree = self.tree
+        if tree is None or self._booting or self._stopping:
+            return False
+        root = tree.root.core
+        return root.intensity.intensity == 0 or root.intensity.remaining(anyio.current_time()) > 0
+
+    def metrics(self) -> str:
+        """The Prometheus exposition, as `/metrics` serves it."""
+        return exposition(self.registry).decode()
+
+    def _pages(self) -> dict[str, Callable[[], Page]]:
+        def healthz() -> Page:
+            return text_page(200, "ok: the event loop answers\n")
+
+        def readyz() -> Page:
+            if self.ready():
+                return text_page(200, "ready\n")
+            why = (
+                "starting"
+                if self._booting
+                else "stopping"
+                if self._stopping
+                else "root at its restart limit"
+            )
+            return text_page(503, f"not ready: {why}\n")
+
+        def metrics() -> Page:
+            return 200, CONTENT_TYPE, exposition(self.registry)
+
+        return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz}
+
+    def _observe(self, event: Event) -> None:
+        """Keeps systemd informed: progress while booting or stopping, and the STATUS line."""
+        notifier = self.notifier
+        if notifier.enabled:
+            if self._booting or self._stopping:
+                notifier.extend(self._progress_window())
+            self._status_changed.set()
+
+    def _progress_window(self) -> float:
+        """How much more systemd should wait after each child that starts or stops."""
+        longest = 0.0
+        specs = list(self.spec.children)
+        while specs:
+            child = specs.pop()
+            bound = stop_bound(child)
+            if bound != math.inf:
+                longest = max(longest, bound)
+            start = child.start
+            if isinstance(start, SupervisorSpec):
+                specs.extend(start.children)
+            elif isinstance(start, DynamicSupervisorSpec):
+                specs.append(start.child)
+        return max(self.settings.progress_timeout, longest + 5.0)
+
+    async def _keep_status(self) -> None:
+        """STATUS= follows the tree, at most once a second."""
+        while True:
+            await self._status_changed.wait()
+            self._status_changed = anyio.Event()
+            if self.tree is not None and not self._stopping:
+                self.notifier.status(summary(self.tree.statistics()))
+            await anyio.sleep(STATUS_EVERY)
 
     async def serve(self, shutdown_trigger: Awaitable[None] | None = None) -> ExitCode:
         """Run until stopped; returns the exit code. *shutdown_trigger* stops it too (tests)."""
         settings = self.loaded.daemon
-        server = ControlServer(self, settings)
-        await server.bind()  # first: a daemon refused here must not touch the state
+        server = ControlServer(self, settings, on_answer=self.counters.command)
+        try:
+            activated = activated_socket()
+        except OSError as exc:
+            msg = f"cannot use the control socket passed by systemd: {exc}"
+            raise DaemonError(msg) from None
+        await server.bind(activated)  # first: a daemon refused here must not touch the state
+        endpoint = await self._bind_endpoint()
         # Signals are caught from before the boot: one that comes during it is acted on as
         # soon as the tree has started, never left to kill the process.
         signals = anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         try:
             held = self._held_at_start()
             with signals as received:
-                return await self._run(server, held, received, shutdown_trigger)
+                failure: CorralError | None = None
+                async with anyio.create_task_group() as probes:  # from before the boot
+                    probes.start_soon(self.monitor.run)
+                    if endpoint is not None:
+                        probes.start_soon(endpoint.serve)
+                    probes.start_soon(self.notifier.pet, self.monitor.healthy)
+                    try:
+                        code = await self._run(server, held, received, shutdown_trigger)
+                    except (StartError, SupervisorGaveUpError) as exc:
+                        failure = exc  # raised below as itself, not in a group
+                    finally:
+                        probes.cancel_scope.cancel()
+                if failure is not None:
+                    raise failure
+                return code
         except StartError as exc:
             log.error("the tree did not start: %s", exc)  # noqa: TRY400  # the cause is logged
             return ExitCode.TREE_FAILED
@@ -146,6 +268,23 @@ class Daemon:
         finally:
             gc.unfreeze()
             server.remove()
+            self.notifier.close()
+
+    async def _bind_endpoint(self) -> Endpoint | None:
+        address = self.settings.metrics_address()
+        if address is None:
+            return None
+        endpoint = Endpoint(*address, self._pages())
+        try:
+            await endpoint.bind()
+        except OSError as exc:
+            msg = (
+                f"cannot listen for metrics on {self.settings.metrics_listen}:"
+                f' {exc.strerror or exc}; set metrics-listen to a free address, or "" for none'
+            )
+            raise DaemonError(msg) from None
+        log.info("metrics on %s/metrics (and /healthz, /readyz)", endpoint.address)
+        return endpoint
 
     async def _run(
         self,
@@ -155,16 +294,20 @@ class Daemon:
         shutdown_trigger: Awaitable[None] | None,
     ) -> ExitCode:
         settings = self.loaded.daemon
+        self.notifier.status(f"starting {len(self.spec.children)} children under /")
         async with open_tree(
             self.spec,
             held=held,
             on_held=self._save_held,
             dead_letters=settings.dead_letters,
-            observers=(log_event, self._recent.append),
+            observers=(log_event, self._recent.append, self.counters.observe, self._observe),
+            timings=settings.metrics_address() is not None,
         ) as tree:
             self.tree = tree
             self.started_at = anyio.current_time()
+            self._booting = False
             gc.freeze()  # the tree's objects are long-lived: keep them out of GC passes
+            self.notifier.ready(summary(tree.statistics()))
             log.info(
                 "corral %s ready: %d children under / from %s, control socket %s",
                 version_string(),
@@ -176,10 +319,12 @@ class Daemon:
                 tg.start_soon(server.serve)
                 tg.start_soon(self._signals, signals)
                 tg.start_soon(self._watch_root, tree)
+                tg.start_soon(self._keep_status)
                 if shutdown_trigger is not None:
                     tg.start_soon(self._stop_after, shutdown_trigger)
                 await self._stop.wait()
                 log.info("stopping: children stop in reverse start order")
+                self.notifier.stopping()
                 tree.stop()  # the socket still answers meanwhile (status, `stopping`)
                 await tree.wait()
                 tg.cancel_scope.cancel()
@@ -429,13 +574,19 @@ class Daemon:
                 return result
             tree = self._tree()
             failures: list[str] = []
-            for plan in plans:
-                try:
-                    sup = tree.supervisor(plan.path)
-                except CorralError:
-                    notes.append(f"{plan.path} is not running: its new spec applies when it starts")
-                    continue
-                failures.extend(str(f) for f in await sup.reconfigure(plan))
+            self.notifier.reloading()
+            try:
+                for plan in plans:
+                    try:
+                        sup = tree.supervisor(plan.path)
+                    except CorralError:
+                        notes.append(
+                            f"{plan.path} is not running: its new spec applies when it starts"
+                        )
+                        continue
+                    failures.extend(str(f) for f in await sup.reconfigure(plan))
+            finally:
+                self.notifier.ready(summary(tree.statistics()))
             self.loaded = new
             if self._unsaved is not None:
                 notes.append(f"{self._unsaved}: the operator's stops are not kept across restarts")

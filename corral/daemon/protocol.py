@@ -33,6 +33,7 @@ __all__ = (
     "Events",
     "ExitInfo",
     "Kill",
+    "Metrics",
     "Ping",
     "Pong",
     "Reload",
@@ -168,6 +169,10 @@ class Shutdown(_Request, tag="shutdown", frozen=True):
     """Stop the whole tree in reverse order and exit 0."""
 
 
+class Metrics(_Request, tag="metrics", frozen=True):
+    """The Prometheus exposition (text format 0.0.4) as the result, a string."""
+
+
 Request = (
     Ping
     | Status
@@ -183,6 +188,7 @@ Request = (
     | DeadLetters
     | Events
     | Shutdown
+    | Metrics
 )
 
 # The requests that change the tree or the daemon: audited, and worth a note if interrupted.

@@ -611,6 +611,7 @@ class Supervisor:
                     bus=services.bus,
                     letters=services.letters,
                     registry=services.registry,
+                    timings=services.timings_of(self.path),
                 )
                 services.registry.register(cell)
             else:

@@ -37,6 +37,7 @@ __all__ = (
     "Shutdown",
     "Strategy",
     "SupervisorSpec",
+    "stop_bound",
 )
 
 
@@ -304,3 +305,22 @@ class DynamicSupervisorSpec:
         if self.child.significant:
             msg = "a dynamic supervisor's children cannot be significant"
             raise SpecError(msg)
+
+
+def stop_bound(spec: ChildSpec | SupervisorSpec | DynamicSupervisorSpec) -> float:
+    """The longest a stop of *spec* can take by its shutdown policies (``math.inf``: no bound).
+
+    A supervisor stops its children one after another in reverse start order, so its bound is
+    the sum of theirs; a dynamic supervisor stops its children in parallel, so one template's
+    bound covers them all. A child's own ``shutdown`` caps the stop of what it runs, and
+    ``brutal`` is 0. This is what ``TimeoutStopSec=`` must cover.
+    """
+    if isinstance(spec, SupervisorSpec):
+        return sum((stop_bound(child) for child in spec.children), 0.0)
+    if isinstance(spec, DynamicSupervisorSpec):
+        return stop_bound(spec.child)
+    shutdown = spec.shutdown
+    own = 0.0 if shutdown == BRUTAL else math.inf if shutdown == INFINITY else float(shutdown)
+    if isinstance(spec.start, SupervisorSpec | DynamicSupervisorSpec):
+        return min(own, stop_bound(spec.start))
+    return own

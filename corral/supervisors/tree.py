@@ -17,6 +17,7 @@ import anyio
 from corral.actors.actor import ActorCell, ActorRef, Call
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.registry import Registry, within
+from corral.actors.timing import Timings
 from corral.actors.waiter import waiter_factory
 from corral.errors import StartError, SupervisorGaveUpError, UnknownPathError
 from corral.supervisors.events import EventBus, Observer, SupervisorEscalated
@@ -46,6 +47,7 @@ class TreeServices:
         "random",
         "registry",
         "supervisors",
+        "timings",
     )
 
     def __init__(
@@ -55,8 +57,11 @@ class TreeServices:
         dead_letters: int,
         held: Iterable[str] = (),
         on_held: Callable[[frozenset[str]], None] | None = None,
+        timings: bool = False,
     ) -> None:
         self.bus = EventBus()
+        # by supervisor path, when kept (for metrics); a supervisor's actors share one
+        self.timings: dict[str, Timings] | None = {} if timings else None
         self.held = set(held)  # paths stopped by an operator: not started until asked
         self.on_held = on_held  # told of every change to `held`, when it happens
         self.letters = DeadLetterBox(dead_letters)
@@ -65,6 +70,16 @@ class TreeServices:
         self.supervisors: dict[str, Supervisor] = {}
         self.random = random
         self.new_waiter = waiter_factory()  # the backend is fixed for the tree's life
+
+    def timings_of(self, supervisor: str) -> Timings | None:
+        """The timings that the actors of *supervisor* record into (None: not kept)."""
+        timings = self.timings
+        if timings is None:
+            return None
+        found = timings.get(supervisor)
+        if found is None:
+            found = timings[supervisor] = Timings()
+        return found
 
     def discard_all(self) -> None:
         """The tree has stopped: messages still queued become "undelivered" dead letters."""
@@ -283,6 +298,11 @@ class Tree:
         return self.services.letters.list(path)
 
     @property
+    def timings(self) -> Mapping[str, Timings]:
+        """Per supervisor path, its actors' timings (empty unless opened with timings)."""
+        return self.services.timings or {}
+
+    @property
     def held(self) -> frozenset[str]:
         """Paths of children an operator stopped (``terminate_child(hold=True)``)."""
         return frozenset(self.services.held)
@@ -346,6 +366,7 @@ async def open_tree(
     held: Iterable[str] = (),
     on_held: Callable[[frozenset[str]], None] | None = None,
     observers: Iterable[Observer] = (),
+    timings: bool = False,
 ) -> AsyncIterator[Tree]:
     """Start *spec*'s tree (children in order, each ready before the next) and yield it.
 
@@ -358,13 +379,19 @@ async def open_tree(
         on_held: called with the new set whenever it changes, at once (to persist it).
         observers: subscribed to ``Tree.events`` before anything starts, so they see the
             boot too.
+        timings: keep sampled handling times and call latencies per supervisor
+            (``Tree.timings``), for metrics.
 
     Raises:
         StartError: a child failed to start; nothing is left running.
         SupervisorGaveUpError: the root gave up while the block ran (the block is cancelled).
     """
     services = TreeServices(
-        random=random or _random.random, dead_letters=dead_letters, held=held, on_held=on_held
+        random=random or _random.random,
+        dead_letters=dead_letters,
+        held=held,
+        on_held=on_held,
+        timings=timings,
     )
     for observer in observers:
         services.bus.subscribe(observer)

@@ -36,7 +36,7 @@ start = "tests.e2e.actors:Echo"
 """
 
 COMMANDS = (
-    "dead-letters, delete-child, events, kill, ping, reload, restart, shutdown, start,"
+    "dead-letters, delete-child, events, kill, metrics, ping, reload, restart, shutdown, start,"
     " start-child, status, stop, terminate-child, why"
 )
 PING = b'{"command": "ping"}'

@@ -27,6 +27,7 @@ def test_all_is_pinned() -> None:
         "Events",
         "ExitInfo",
         "Kill",
+        "Metrics",
         "Ping",
         "Pong",
         "Reload",
@@ -117,6 +118,7 @@ def test_all_is_pinned() -> None:
             id="events-recent",
         ),
         pytest.param(protocol.Shutdown(), b'{"command":"shutdown"}', id="shutdown"),
+        pytest.param(protocol.Metrics(), b'{"command":"metrics"}', id="metrics"),
     ],
 )
 def test_request_round_trip(request_: protocol.Request, frame: bytes) -> None:
@@ -135,6 +137,7 @@ def test_every_request_kind_is_covered() -> None:
         "delete-child",
         "events",
         "kill",
+        "metrics",
         "ping",
         "reload",
         "restart",

@@ -10,7 +10,7 @@ import corral
 
 MODULES = {
     "corral.errors": 17,
-    "corral.supervisors.spec": 15,
+    "corral.supervisors.spec": 16,
     "corral.supervisors.intensity": 1,
     "corral.supervisors.plan": 2,
     "corral.supervisors.core": 12,
@@ -22,6 +22,11 @@ MODULES = {
     "corral.actors.actor": 6,
     "corral.actors.registry": 3,
     "corral.actors.deadletter": 2,
+    "corral.actors.timing": 5,
+    "corral.daemon.metrics": 8,
+    "corral.daemon.endpoint": 3,
+    "corral.daemon.loop": 3,
+    "corral.daemon.systemd": 4,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from corral.supervisors.spec import (
     Shutdown,
     Strategy,
     SupervisorSpec,
+    stop_bound,
 )
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ def test_all_is_pinned() -> None:
         "Shutdown",
         "Strategy",
         "SupervisorSpec",
+        "stop_bound",
     )
 
 
@@ -502,3 +505,34 @@ def test_dynamic_supervisor_defaults() -> None:
     """A dynamic supervisor defaults to no child limit and OTP's 1 restart in 5 s."""
     d = DynamicSupervisorSpec(child())
     assert (d.max_children, d.intensity, d.period) == (None, 1, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "bound"),
+    [
+        pytest.param(child(shutdown=2.5), 2.5, id="worker"),
+        pytest.param(child(shutdown="brutal"), 0.0, id="brutal"),
+        pytest.param(child(shutdown="infinity"), math.inf, id="infinity"),
+        pytest.param(
+            SupervisorSpec(children=[child("a", shutdown=1.0), child("b", shutdown=2.0)]),
+            3.0,
+            id="children-stop-one-after-another",
+        ),
+        pytest.param(
+            ChildSpec("s", SupervisorSpec(children=[child("a", shutdown=4.0)]), shutdown=1.5),
+            1.5,
+            id="a-supervisor-child's-shutdown-caps-its-tree",
+        ),
+        pytest.param(
+            ChildSpec("s", SupervisorSpec(children=[child("a", shutdown=4.0)])),
+            4.0,
+            id="infinity-supervisor-is-its-tree",
+        ),
+        pytest.param(
+            DynamicSupervisorSpec(child=child("t", shutdown=3.0)), 3.0, id="dynamic-in-parallel"
+        ),
+    ],
+)
+def test_stop_bound(spec: ChildSpec | SupervisorSpec | DynamicSupervisorSpec, bound: float) -> None:
+    """The worst-case stop sums children in order, caps by shutdown, and runs pools at once."""
+    assert stop_bound(spec) == bound

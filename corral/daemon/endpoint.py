@@ -1,0 +1,117 @@
+"""The HTTP listener for Prometheus and probes: ``/metrics``, ``/healthz``, ``/readyz``.
+
+A minimal HTTP/1.x server on the daemon's own event loop (GET and HEAD, one request per
+connection): the snapshot behind ``/metrics`` is taken on the loop that owns the tree, with no
+thread touching it, and ``/healthz`` is answered by that same loop, so a loop that is blocked
+does not answer at all, which is what a liveness probe must see. Requests are bounded (8 KiB
+of head, ``REQUEST_TIMEOUT`` to send it) and anything else gets a plain 4xx.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import anyio.abc
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+__all__ = ("Endpoint", "Page", "text_page")
+
+log = logging.getLogger("corral.metrics")
+
+MAX_HEAD: Final = 8192
+REQUEST_TIMEOUT: Final = 10.0
+_REASONS: Final = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+_REASONS_5XX: Final = {503: "Service Unavailable"}
+
+# A page: (status, content type, body), made when asked.
+Page = tuple[int, str, bytes]
+
+
+class Endpoint:
+    """Serves *pages* (path -> function making the page) on a TCP address."""
+
+    def __init__(self, host: str, port: int, pages: Mapping[str, Callable[[], Page]]) -> None:
+        self.host = host
+        self.port = port
+        self.pages = pages
+        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def bind(self) -> None:
+        """Listen now (so that a port in use is an error at start, not later).
+
+        Raises:
+            OSError: the address cannot be listened on (taken, not local...).
+        """
+        listener = self._listener = await anyio.create_tcp_listener(
+            local_host=self.host, local_port=self.port
+        )
+        if self.port == 0:  # tests ask for a free port
+            first = listener.listeners[0]
+            self.port = first.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610  # anyio
+
+    async def serve(self) -> None:
+        listener = self._listener
+        assert listener is not None  # bind() first
+        async with listener:
+            await listener.serve(self._connection)
+
+    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            async with stream:
+                page, head_only = await self._read(stream)
+                await self._respond(stream, page, head_only=head_only)
+
+    async def _read(self, stream: anyio.abc.SocketStream) -> tuple[Page, bool]:
+        reader = BufferedByteReceiveStream(stream)
+        head = None
+        with anyio.move_on_after(REQUEST_TIMEOUT):
+            with contextlib.suppress(
+                anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound
+            ):
+                head = await reader.receive_until(b"\r\n\r\n", MAX_HEAD)
+        if head is None:
+            return text_page(400, "incomplete request head (at most 8 KiB, within 10 s)\n"), False
+        line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            return text_page(400, f"not an HTTP/1.x request line: {line[:100]!r}\n"), False
+        method, target, _ = parts
+        path = target.split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            return text_page(405, f"{method} is not served: use GET\n"), False
+        make = self.pages.get(path)
+        if make is None:
+            known = ", ".join(sorted(self.pages))
+            return text_page(404, f"no page {path!r}: try {known}\n"), method == "HEAD"
+        return make(), method == "HEAD"
+
+    async def _respond(
+        self, stream: anyio.abc.SocketStream, page: Page, *, head_only: bool
+    ) -> None:
+        status, content_type, body = page
+        reason = _REASONS.get(status) or _REASONS_5XX.get(status, "")
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "Cache-Control: no-store\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode("latin-1")
+        with anyio.move_on_after(REQUEST_TIMEOUT):
+            await stream.send(head if head_only else head + body)
+
+
+def text_page(status: int, text: str) -> Page:
+    """A plain-text page."""
+    return status, "text/plain; charset=utf-8", text.encode()
