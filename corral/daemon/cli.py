@@ -436,6 +436,28 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    from corral.daemon import journal
+
+    entries = journal.read(
+        args.path,
+        follow=args.follow,
+        since=args.since,
+        unit=args.unit,
+        directory=args.directory,
+        lines=args.lines,
+    )
+    try:
+        for entry in entries:
+            print(json.dumps(entry) if args.json else journal.render(entry), flush=True)
+    except OSError as exc:  # no journalctl, or it failed
+        print(f"corral: {exc}", file=sys.stderr)
+        return Exit.ERROR
+    except KeyboardInterrupt:
+        return Exit.OK
+    return Exit.OK
+
+
 def cmd_shutdown(args: argparse.Namespace) -> int:
     with _client(args, timeout=None) as client:
         done = client.call(protocol.Shutdown())
@@ -560,6 +582,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_count(1, 10_000), default=100, help="at most (default 100)")
     p.add_argument("--json", action="store_true")
     add("metrics", cmd_metrics, "the Prometheus metrics, as /metrics serves them")
+    p = add("logs", cmd_logs, "the daemon's journal entries, of PATH and below (journalctl)")
+    p.add_argument("path", nargs="?", metavar="PATH", help="only those of PATH (or below it)")
+    p.add_argument("--follow", "-f", action="store_true", help="then new entries as they come")
+    p.add_argument("--since", metavar="TIME", help='as journalctl: "-1h", "today", a date')
+    p.add_argument("--lines", "-n", type=_count(1, 1_000_000), help="only the last N entries")
+    p.add_argument("--unit", "-u", metavar="UNIT", help="only this unit's (e.g. corral@web)")
+    p.add_argument("--directory", "-D", metavar="DIR", help="read the journal files in DIR")
+    p.add_argument("--json", action="store_true", help="the entries as journalctl's JSON")
     add("shutdown", cmd_shutdown, "stop the tree in reverse order and the daemon")
     add("version", cmd_version, "the CLI's and the daemon's versions")
     return top

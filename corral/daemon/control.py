@@ -33,6 +33,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from corral.daemon import protocol, view
 from corral.daemon.config import ConfigError
+from corral.daemon.redact import Redactor
 from corral.errors import (
     ActorNotRunningError,
     AlreadyPresentError,
@@ -123,6 +124,7 @@ class ControlServer:
         self.daemon = daemon
         self.settings = settings
         self._on_answer = on_answer  # (command, "ok" or the error code): for metrics
+        self._redact = Redactor(settings.redact)  # every frame sent: see redact.py
         self.path = settings.socket_path()
         self._listener: anyio.abc.SocketListener | None = None
         self._sock: socket.socket | None = None
@@ -330,7 +332,7 @@ class ControlServer:
     async def _send(self, stream: anyio.abc.SocketStream, response: protocol.Response) -> None:
         """Send one frame; a client that does not read for idle-timeout is dropped."""
         with anyio.move_on_after(self.settings.idle_timeout) as scope:
-            await stream.send(protocol.encode(response))
+            await stream.send(self._redact.encoded(protocol.encode(response)))
         if scope.cancelled_caught:
             raise anyio.BrokenResourceError  # treated as the client going away
 
@@ -439,7 +441,7 @@ class ControlServer:
             with contextlib.suppress(*_GONE):
                 async for event in events:
                     with anyio.move_on_after(self.settings.idle_timeout) as scope:
-                        await stream.send(protocol.encode(view.event(event)))
+                        await stream.send(self._redact.encoded(protocol.encode(view.event(event))))
                     if scope.cancelled_caught:
                         break  # a client that does not read: drop it
             tg.cancel_scope.cancel()

@@ -1,8 +1,9 @@
 """The daemon's log: stdlib ``logging``, readable text on a terminal, JSON lines otherwise.
 
 Lifecycle events and audit records carry their fields in ``record.fields`` (a dict), so a
-JSON line (and, later, a journald entry) can be filtered by ``path``, ``event`` or ``uid``
-rather than parsed out of the message.
+JSON line or a journald entry (``journal.py``) can be filtered by ``path``, ``event`` or
+``uid`` rather than parsed out of the message. Every record passes the redaction filter
+(``redact.py``) first.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from corral.daemon import protocol, view
+from corral.daemon.config import REDACT_DEFAULT
+from corral.daemon.journal import JournalHandler, journal_stream
+from corral.daemon.redact import RedactingFilter, Redactor
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from corral.supervisors.events import Event
 
@@ -71,6 +75,9 @@ def log_event(event: Event) -> None:
         level = logging.INFO
     if EVENTS.isEnabledFor(level):
         fields = msgspec.structs.asdict(ev)
+        exception = getattr(event, "exception", None)
+        if exception is not None:
+            fields["exception_type"] = type(exception).__qualname__
         EVENTS.log(level, "%s", _describe(ev), extra={"fields": fields})
 
 
@@ -87,8 +94,8 @@ class JsonFormatter(logging.Formatter):
         fields: Mapping[str, Any] | None = getattr(record, "fields", None)
         if fields:
             line.update((k, v) for k, v in fields.items() if v is not None and k not in line)
-        if record.exc_info:
-            line["traceback"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            line["traceback"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]  # one of the two is set
         return msgspec.json.encode(line).decode()
 
 
@@ -97,14 +104,35 @@ class _TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
 
 
-def setup(log_format: str, level: str, stream: Any = None) -> None:
-    """Log to *stream* (stderr): ``text``, ``json`` or ``auto`` (text on a terminal)."""
+def setup(
+    log_format: str, level: str, stream: Any = None, redact: Iterable[str] = REDACT_DEFAULT
+) -> str:
+    """Log to journald or *stream* (stderr); returns the format chosen.
+
+    *log_format* is ``journal``, ``text``, ``json`` or ``auto``: journald when stderr is
+    connected to it (``$JOURNAL_STREAM``), else text on a terminal, else JSON lines. Without
+    systemd-python, ``journal`` falls back to JSON lines and says so. Secrets named by
+    *redact* are redacted in every record.
+    """
     stream = stream or sys.stderr
+    fallback = None
     if log_format == "auto":
-        log_format = "text" if stream.isatty() else "json"
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(_TextFormatter() if log_format == "text" else JsonFormatter())
+        log_format = "journal" if journal_stream(stream) else "text" if stream.isatty() else "json"
+    handler: logging.Handler
+    if log_format == "journal":
+        try:
+            handler = JournalHandler()
+        except ImportError:
+            fallback = "systemd-python is not installed (pip install 'corral[systemd]')"
+            log_format = "json"
+    if log_format != "journal":
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(_TextFormatter() if log_format == "text" else JsonFormatter())
+    handler.addFilter(RedactingFilter(Redactor(redact)))
     root = logging.getLogger("corral")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    if fallback is not None:
+        root.warning("cannot log to journald: %s; logging JSON lines to stderr", fallback)
+    return log_format

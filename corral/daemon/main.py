@@ -314,6 +314,7 @@ class Daemon:
                 len(self.spec.children),
                 self.loaded.source,
                 server.path,
+                extra={"fields": {"event": "daemon-ready"}},
             )
             async with anyio.create_task_group() as tg:
                 tg.start_soon(server.serve)
@@ -323,7 +324,10 @@ class Daemon:
                 if shutdown_trigger is not None:
                     tg.start_soon(self._stop_after, shutdown_trigger)
                 await self._stop.wait()
-                log.info("stopping: children stop in reverse start order")
+                log.info(
+                    "stopping: children stop in reverse start order",
+                    extra={"fields": {"event": "daemon-stopping"}},
+                )
                 self.notifier.stopping()
                 tree.stop()  # the socket still answers meanwhile (status, `stopping`)
                 await tree.wait()
@@ -384,7 +388,7 @@ class Daemon:
             log.error("reload rejected, the running tree is unchanged: %s", exc)  # noqa: TRY400
             return
         for line in result.changes or ["no changes"]:
-            log.info("reload: %s", line)
+            log.info("reload: %s", line, extra={"fields": {"event": "reload"}})
         for line in (*result.notes, *result.failures):
             log.warning("reload: %s", line)
 
@@ -631,7 +635,7 @@ def run(config_path: str | None, *, backend: str | None = None) -> ExitCode:
         log.error("%s", exc)  # noqa: TRY400  # the message is the whole story
         return ExitCode.CONFIG
     settings = loaded.daemon
-    setup(settings.log_format, settings.log_level)
+    setup(settings.log_format, settings.log_level, redact=settings.redact)
     chosen = backend or settings.backend
 
     async def main() -> ExitCode:

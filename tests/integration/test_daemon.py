@@ -1533,6 +1533,7 @@ async def test_json_log_lines_carry_event_fields(
         "supervisor": "/",
         "exit": "error",
         "exception": "RuntimeError('boom')",
+        "exception_type": "RuntimeError",
     }
 
 
