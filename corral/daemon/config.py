@@ -166,7 +166,7 @@ class DaemonConfig(Base, frozen=True):
     backend: Literal["asyncio", "trio"] = "asyncio"
     log_format: Literal["auto", "text", "json", "journal"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    metrics_listen: str = "127.0.0.1:9810"  # host:port; "" turns the listener off
+    metrics_listen: str = "127.0.0.1:9810"  # host:port (port 0: any free one); "" is off
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 64
     idle_timeout: Positive = 300.0  # a silent control connection is closed after this
     dead_letters: Annotated[int, msgspec.Meta(ge=0)] = 1000  # kept for `corral dead-letters`
@@ -391,7 +391,7 @@ class _Converter:
         listen = config.metrics_listen
         if listen:
             host, colon, port = listen.rpartition(":")
-            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
                 msg = f'expected "host:port" (or "" for no listener), got {listen!r}'
                 raise self.fail(msg, "$.daemon.metrics-listen")
         if config.socket_group is not None and config.socket_mode != 0o660:

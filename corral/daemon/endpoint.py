@@ -60,11 +60,20 @@ class Endpoint:
             first = listener.listeners[0]
             self.port = first.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610  # anyio
 
+    async def aclose(self) -> None:
+        """Stop listening (done by ``serve`` when cancelled; needed if it never ran)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.aclose()
+
     async def serve(self) -> None:
         listener = self._listener
         assert listener is not None  # bind() first
-        async with listener:
+        try:
             await listener.serve(self._connection)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
 
     async def _connection(self, stream: anyio.abc.SocketStream) -> None:
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):

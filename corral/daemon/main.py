@@ -114,6 +114,7 @@ class Daemon:
     counters: Counters = attrs.field(init=False)
     registry: CollectorRegistry = attrs.field(init=False)
     monitor: LoopMonitor = attrs.field(init=False)
+    endpoint: Endpoint | None = None  # the metrics listener, once bound
     _booting: bool = True  # until the whole tree has started
     _status_changed: anyio.Event = attrs.field(factory=anyio.Event)
 
@@ -237,11 +238,12 @@ class Daemon:
             msg = f"cannot use the control socket passed by systemd: {exc}"
             raise DaemonError(msg) from None
         await server.bind(activated)  # first: a daemon refused here must not touch the state
-        endpoint = await self._bind_endpoint()
         # Signals are caught from before the boot: one that comes during it is acted on as
         # soon as the tree has started, never left to kill the process.
         signals = anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        endpoint = None
         try:
+            endpoint = await self._bind_endpoint()
             held = self._held_at_start()
             with signals as received:
                 failure: CorralError | None = None
@@ -269,12 +271,15 @@ class Daemon:
             gc.unfreeze()
             server.remove()
             self.notifier.close()
+            if endpoint is not None:
+                with anyio.CancelScope(shield=True):
+                    await endpoint.aclose()
 
     async def _bind_endpoint(self) -> Endpoint | None:
         address = self.settings.metrics_address()
         if address is None:
             return None
-        endpoint = Endpoint(*address, self._pages())
+        endpoint = self.endpoint = Endpoint(*address, self._pages())
         try:
             await endpoint.bind()
         except OSError as exc:
@@ -283,7 +288,11 @@ class Daemon:
                 f' {exc.strerror or exc}; set metrics-listen to a free address, or "" for none'
             )
             raise DaemonError(msg) from None
-        log.info("metrics on %s/metrics (and /healthz, /readyz)", endpoint.address)
+        log.info(
+            "metrics on %s/metrics (and /healthz, /readyz)",
+            endpoint.address,
+            extra={"fields": {"event": "metrics-listening", "url": endpoint.address}},
+        )
         return endpoint
 
     async def _run(

@@ -145,7 +145,9 @@ def config_text(
 ) -> str:
     """A config whose socket is in *workdir*; *daemon* holds more [daemon] keys."""
     socket = socket or workdir / "control.sock"
-    head = f'[daemon]\ncontrol-socket = "{socket}"\nmetrics-listen = ""\n'
+    head = f'[daemon]\ncontrol-socket = "{socket}"\n'
+    if "metrics-listen" not in daemon:
+        head += 'metrics-listen = ""\n'
     return head + textwrap.dedent(daemon) + "\n" + textwrap.dedent(tree)
 
 

@@ -27,6 +27,8 @@ MODULES = {
     "corral.daemon.endpoint": 3,
     "corral.daemon.loop": 3,
     "corral.daemon.systemd": 4,
+    "corral.daemon.journal": 7,
+    "corral.daemon.redact": 3,
 }
 
 
