@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import stat
-import tempfile
 import textwrap
 import time
 import warnings
@@ -119,14 +118,6 @@ class SlowToStop(corral.Actor):
 
 
 # -- harness -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    """A short private directory: a Unix socket path must fit in 108 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="corral-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
