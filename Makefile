@@ -3,6 +3,8 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.bootstrapped
+# the Debian packages the real-component tests use (promtool, systemd-nspawn)
+TOOLS  := $(VENV)/.test-tools
 
 .PHONY: run test lint bench clean
 
@@ -13,7 +15,11 @@ $(STAMP): pyproject.toml scripts/bootstrap
 run: $(STAMP)  ## the daemon in the foreground on the demo tree (or CONFIG=file); Ctrl-C stops it
 	$(VENV)/bin/corral run $(CONFIG)
 
-test: $(STAMP)  ## the whole suite, both backends, coverage >= 95% of corral/
+$(TOOLS): $(STAMP)
+	./scripts/bootstrap --test
+	@touch $@
+
+test: $(TOOLS)  ## the whole suite, both backends, coverage >= 95% of corral/
 	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -p no:cacheprovider \
 		--cov=corral --cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
 
