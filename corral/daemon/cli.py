@@ -458,6 +458,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from corral.daemon import doctor
+
+    checks = []
+    for check in doctor.diagnose(args.config, unit=args.unit, socket_path=args.socket):
+        print(check.line(), flush=True)
+        checks.append(check)
+    print(doctor.verdict(checks))
+    return Exit.ERROR if any(c.level is doctor.Level.FAIL for c in checks) else Exit.OK
+
+
 def cmd_shutdown(args: argparse.Namespace) -> int:
     with _client(args, timeout=None) as client:
         done = client.call(protocol.Shutdown())
@@ -590,6 +601,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", "-u", metavar="UNIT", help="only this unit's (e.g. corral@web)")
     p.add_argument("--directory", "-D", metavar="DIR", help="read the journal files in DIR")
     p.add_argument("--json", action="store_true", help="the entries as journalctl's JSON")
+    p = add("doctor", cmd_doctor, "check a deployment: config, socket, journald, metrics, unit")
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="the TOML file (default: demo)")
+    p.add_argument(
+        "--unit",
+        default="corral.service",
+        help="the unit (loaded in systemd) or unit file to check (default corral.service)",
+    )
     add("shutdown", cmd_shutdown, "stop the tree in reverse order and the daemon")
     add("version", cmd_version, "the CLI's and the daemon's versions")
     return top
