@@ -63,7 +63,10 @@ def default_socket() -> Path:
     if env:
         return Path(env)
     for path in DEFAULT_SOCKETS:
-        if path.exists():
+        try:
+            if path.exists():
+                return path
+        except PermissionError:  # /run/corral is not ours to enter: connecting says so
             return path
     return DEFAULT_SOCKETS[-1]
 
@@ -450,6 +453,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     try:
         for entry in entries:
             print(json.dumps(entry) if args.json else journal.render(entry), flush=True)
+    except BrokenPipeError:
+        raise  # `corral logs | head`: handled in main
     except OSError as exc:  # no journalctl, or it failed
         print(f"corral: {exc}", file=sys.stderr)
         return Exit.ERROR
@@ -613,8 +618,20 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _values_with_a_dash(argv: Sequence[str]) -> list[str]:
+    """``--since -1h`` as ``--since=-1h``: argparse takes ``-1h`` for an option, journalctl
+    (whose syntax `corral logs` borrows) does not."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--since" and arg.startswith("-"):
+            out[-1] = f"--since={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_values_with_a_dash(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args))
     except Unreachable as exc:

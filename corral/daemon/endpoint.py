@@ -27,7 +27,7 @@ log = logging.getLogger("corral.metrics")
 MAX_HEAD: Final = 8192
 REQUEST_TIMEOUT: Final = 10.0
 _REASONS: Final = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
-_REASONS_5XX: Final = {503: "Service Unavailable"}
+_REASONS_5XX: Final = {500: "Internal Server Error", 503: "Service Unavailable"}
 
 # A page: (status, content type, body), made when asked.
 Page = tuple[int, str, bytes]
@@ -103,7 +103,11 @@ class Endpoint:
         if make is None:
             known = ", ".join(sorted(self.pages))
             return text_page(404, f"no page {path!r}: try {known}\n"), method == "HEAD"
-        return make(), method == "HEAD"
+        try:
+            return make(), method == "HEAD"
+        except Exception:  # a bug, or the system refusing (e.g. /proc hidden): say so, go on
+            log.exception("cannot make the page %s", path)
+            return text_page(500, "internal error making this page: see the daemon's log\n"), False
 
     async def _respond(
         self, stream: anyio.abc.SocketStream, page: Page, *, head_only: bool
