@@ -24,7 +24,7 @@ import anyio
 import attrs
 import trio
 
-from bench import control, message, population, restart
+from bench import control, message, population, restart, scrape
 from bench.report import (
     BYTES,
     MEBIBYTES,
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 BACKENDS: Final = ("asyncio", "trio")
-BENCHMARKS: Final = ("restart", "cast", "call", "memory", "lifecycle", "control")
+BENCHMARKS: Final = ("restart", "cast", "call", "memory", "lifecycle", "control", "scrape")
 
 KIB: Final = 1024
 
@@ -64,6 +64,7 @@ class Sizes:
     statuses: int
     pings: int
     commands: int
+    scrapes: int
 
 
 FULL: Final = Sizes(
@@ -76,6 +77,7 @@ FULL: Final = Sizes(
     statuses=100,
     pings=10_000,
     commands=1_000,
+    scrapes=30,
 )
 QUICK: Final = Sizes(
     crashes=1_000,
@@ -87,6 +89,7 @@ QUICK: Final = Sizes(
     statuses=10,
     pings=500,
     commands=50,
+    scrapes=5,
 )
 
 
@@ -243,6 +246,23 @@ def bench_control(backend: str, sizes: Sizes) -> list[Row]:
     ]
 
 
+def bench_scrape(backend: str, sizes: Sizes) -> list[Row]:
+    n = sizes.daemon_actors
+    ours = scrape.measure_corral(backend, n, sizes.scrapes)
+    raw = scrape.measure_raw(backend, n, ours.size, sizes.scrapes)
+    size = f"{n:,} actors, {ours.size / 1024:,.0f} KiB = {ours.size / n:,.0f} B per actor"
+    return [
+        Row(
+            f"daemon: /metrics scrape ({size}), median",
+            backend,
+            median(ours.latencies),
+            median(raw.latencies),
+            MILLISECONDS,
+            Target(Bound.BELOW, 0.25),
+        )
+    ]
+
+
 RUNNERS: Final[dict[str, Callable[[str, Sizes], list[Row]]]] = {
     "restart": bench_restart,
     "cast": bench_cast,
@@ -250,6 +270,7 @@ RUNNERS: Final[dict[str, Callable[[str, Sizes], list[Row]]]] = {
     "memory": bench_memory,
     "lifecycle": bench_lifecycle,
     "control": bench_control,
+    "scrape": bench_scrape,
 }
 
 

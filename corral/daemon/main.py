@@ -38,7 +38,13 @@ from corral.daemon.control import ControlServer, DaemonStoppingError
 from corral.daemon.endpoint import Endpoint, Page, text_page
 from corral.daemon.logging import log_event
 from corral.daemon.loop import LoopMonitor
-from corral.daemon.metrics import CONTENT_TYPE, Counters, TreeCollector, exposition, make_registry
+from corral.daemon.metrics import (
+    CONTENT_TYPE,
+    Counters,
+    TreeCollector,
+    exposition,
+    process_registry,
+)
 from corral.daemon.state import StateError, StateFile
 from corral.daemon.systemd import STATUS_EVERY, Notifier, activated_socket, summary
 from corral.errors import (
@@ -112,7 +118,8 @@ class Daemon:
     _recent: deque[Event] = attrs.field(factory=lambda: deque(maxlen=RECENT_EVENTS))
     notifier: Notifier = attrs.field(factory=Notifier)
     counters: Counters = attrs.field(init=False)
-    registry: CollectorRegistry = attrs.field(init=False)
+    collector: TreeCollector = attrs.field(init=False)
+    process: CollectorRegistry = attrs.field(init=False)  # psutil's figures
     monitor: LoopMonitor = attrs.field(init=False)
     endpoint: Endpoint | None = None  # the metrics listener, once bound
     _booting: bool = True  # until the whole tree has started
@@ -146,13 +153,13 @@ class Daemon:
         self.settings = self.loaded.daemon
         self.counters = Counters(is_dynamic=self._is_dynamic)
         self.monitor = LoopMonitor(self.counters, self.settings.loop_stall_timeout)
-        collector = TreeCollector(
+        self.collector = TreeCollector(
             lambda: self.tree,
             self.counters,
             lambda: {"version": version_string(), "backend": self.backend},
             self.ready,
         )
-        self.registry = make_registry(collector)
+        self.process = process_registry()
 
     def _is_dynamic(self, path: str) -> bool:
         tree = self.tree
@@ -172,7 +179,7 @@ class Daemon:
 
     def metrics(self) -> str:
         """The Prometheus exposition, as `/metrics` serves it."""
-        return exposition(self.registry).decode()
+        return exposition(self.collector, self.process).decode()
 
     def _pages(self) -> dict[str, Callable[[], Page]]:
         def healthz() -> Page:
@@ -191,7 +198,7 @@ class Daemon:
             return text_page(503, f"not ready: {why}\n")
 
         def metrics() -> Page:
-            return 200, CONTENT_TYPE, exposition(self.registry)
+            return 200, CONTENT_TYPE, exposition(self.collector, self.process)
 
         return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz}
 

@@ -30,12 +30,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import psutil
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from corral.actors.timing import Histogram
 from corral.daemon.view import parent_path
@@ -50,10 +45,10 @@ from corral.supervisors.events import (
     SupervisorEscalated,
     SupervisorGaveUp,
 )
-from corral.supervisors.spec import ExitKind
+from corral.supervisors.spec import ChildType, ExitKind
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterator
 
     from corral.supervisors.runtime import ChildStatistics, SupervisorStatistics
     from corral.supervisors.tree import Tree
@@ -66,7 +61,7 @@ __all__ = (
     "ProcessCollector",
     "TreeCollector",
     "exposition",
-    "make_registry",
+    "process_registry",
 )
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -140,17 +135,47 @@ class Counters:
             del self._ended[path]
 
 
-def _histogram(
-    name: str, doc: str, label: str | None, histograms: Iterable[tuple[str, Histogram]]
-) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, doc, labels=[label] if label else [])
-    for value, h in histograms:
-        cumulative, buckets = 0, []
+def _label(value: str) -> str:
+    """A label value escaped for the text format (paths rarely need it)."""
+    if "\\" in value or '"' in value or "\n" in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def _number(value: float) -> str:
+    """An int as itself, a float by repr, infinity as Prometheus writes it."""
+    return "+Inf" if value == math.inf else repr(value)
+
+
+class _Text:
+    """The text exposition format (0.0.4), written directly: the tree's families have tens of
+    thousands of samples, and formatting them through ``prometheus_client``'s generic
+    ``Metric`` objects took most of a scrape's time."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def family(self, name: str, kind: str, doc: str) -> None:
+        self.parts.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
+
+    def sample(self, name: str, value: float, **labels: str) -> None:
+        if labels:
+            inner = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            self.parts.append(f"{name}{{{inner}}} {_number(value)}\n")
+        else:
+            self.parts.append(f"{name} {_number(value)}\n")
+
+    def histogram(self, name: str, h: Histogram, **labels: str) -> None:
+        inner = "".join(f'{k}="{_label(v)}",' for k, v in labels.items())
+        cumulative = 0
         for bound, count in zip((*h.bounds, math.inf), h.counts, strict=True):
             cumulative += count
-            buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
-        family.add_metric([value] if label else [], buckets, h.sum)
-    return family
+            self.parts.append(f'{name}_bucket{{{inner}le="{_number(bound)}"}} {cumulative}\n')
+        outer = f"{{{inner.rstrip(',')}}}" if inner else ""
+        self.parts.append(f"{name}_sum{outer} {h.sum!r}\n{name}_count{outer} {h.count}\n")
+
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 @attrs.define(eq=False)
@@ -164,7 +189,8 @@ class _Pool:
 
 
 class TreeCollector:
-    """A prometheus ``Collector`` over a running tree (``tree()`` is None before and after)."""
+    """The tree's metrics and the daemon's own, as exposition text (``tree()`` is None
+    before the boot and after the stop: only the daemon's families are written then)."""
 
     def __init__(
         self,
@@ -178,188 +204,213 @@ class TreeCollector:
         self._info = info
         self._ready = ready
 
-    def collect(self) -> Iterator[Metric]:  # one family after another
+    def text(self) -> str:
+        out = _Text()
+        self._daemon(out)
+        tree = self._tree()
+        if tree is not None:
+            self._children(out, tree)
+        return out.text()
+
+    def _daemon(self, out: _Text) -> None:
         counters = self._counters
-        info = GaugeMetricFamily(
-            "corral_build_info", "The daemon's version and backend.", labels=list(self._info())
-        )
-        info.add_metric(list(self._info().values()), 1)
-        yield info
-        yield GaugeMetricFamily(
+        out.family("corral_build_info", "gauge", "The daemon's version and backend.")
+        out.sample("corral_build_info", 1, **self._info())
+        out.family(
             "corral_ready",
+            "gauge",
             "1 when the tree has started and the daemon is not stopping (what /readyz says).",
-            value=int(self._ready()),
         )
-        commands = CounterMetricFamily(
-            "corral_control_commands",
+        out.sample("corral_ready", int(self._ready()))
+        out.family(
+            "corral_control_commands_total",
+            "counter",
             "Control-socket commands answered, by command and result (ok or the error code).",
-            labels=["command", "result"],
         )
         for (command, result), n in sorted(counters.commands.items()):
-            commands.add_metric([command, result], n)
-        yield commands
-        lag = _histogram(
+            out.sample("corral_control_commands_total", n, command=command, result=result)
+        out.family(
             "corral_event_loop_lag_seconds",
+            "histogram",
             "How late the loop monitor's timer fired: time the event loop was busy elsewhere.",
-            None,
-            [("", counters.lag)],
         )
-        yield lag
-        yield CounterMetricFamily(
-            "corral_event_loop_stalls",
-            "Times the event loop was blocked longer than loop-stall-timeout (see the log for"
-            " the actor and stack).",
-            value=counters.stalls,
+        out.histogram("corral_event_loop_lag_seconds", counters.lag)
+        out.family(
+            "corral_event_loop_stalls_total",
+            "counter",
+            "Times the event loop was blocked longer than loop-stall-timeout (the log names"
+            " the actor and its stack).",
         )
-        tree = self._tree()
-        if tree is None:
-            return
+        out.sample("corral_event_loop_stalls_total", counters.stalls)
+
+    def _children(self, out: _Text, tree: Tree) -> None:  # family by family
+        counters = self._counters
         snapshot = tree.statistics()
         now = time.monotonic()
-        children: list[tuple[ChildStatistics, str]] = []
+        children: list[ChildStatistics] = []
         pools: dict[str, _Pool] = {}
         supervisors: list[SupervisorStatistics] = []
-        self._walk(snapshot, children, pools, supervisors)
-        present = {c.path for c, _ in children} | set(pools)
+        _walk(snapshot, children, pools, supervisors)
+        workers = [c for c in children if c.type is ChildType.WORKER]
+        present = {c.path for c in children} | set(pools)
         counters.prune(present)
 
-        up = GaugeMetricFamily(
-            "corral_child_up", "1 while the child runs, else 0.", labels=["path"]
+        # The per-child families, the bulk of a big tree's exposition, are written in one
+        # f-string per sample.
+        parts = out.parts
+        running = ChildStatus.RUNNING
+        out.family("corral_child_up", "gauge", "1 while the child runs, else 0.")
+        parts.extend(
+            f'corral_child_up{{path="{_label(c.path)}"}} {int(c.state is running)}\n'
+            for c in children
         )
-        depth = GaugeMetricFamily(
-            "corral_mailbox_depth", "Messages waiting in the mailbox.", labels=["path"]
+        pooled = [(_label(key), pool) for key, pool in pools.items()]
+        parts.extend(f'corral_child_up{{path="{key}"}} {pool.up}\n' for key, pool in pooled)
+        labelled = [(_label(c.path), c) for c in workers]
+        out.family("corral_mailbox_depth", "gauge", "Messages waiting in the mailbox.")
+        parts.extend(f'corral_mailbox_depth{{path="{p}"}} {c.mailbox_depth}\n' for p, c in labelled)
+        parts.extend(f'corral_mailbox_depth{{path="{p}"}} {pool.depth}\n' for p, pool in pooled)
+        out.family("corral_mailbox_capacity", "gauge", "Mailbox capacity.")
+        parts.extend(
+            f'corral_mailbox_capacity{{path="{p}"}} {c.mailbox_capacity}\n' for p, c in labelled
         )
-        capacity = GaugeMetricFamily(
-            "corral_mailbox_capacity", "Mailbox capacity (+Inf: unbounded).", labels=["path"]
+        parts.extend(
+            f'corral_mailbox_capacity{{path="{p}"}} {pool.capacity}\n' for p, pool in pooled
         )
-        handled = CounterMetricFamily(
-            "corral_messages_handled",
-            "Messages handled (a crash on one counts it too).",
-            labels=["path"],
+        out.family(
+            "corral_messages_handled_total",
+            "counter",
+            "Messages handled (one that crashed its actor counts too).",
         )
-        backoff = GaugeMetricFamily(
+        parts.extend(
+            f'corral_messages_handled_total{{path="{p}"}} {c.handled}\n' for p, c in labelled
+        )
+        parts.extend(
+            f'corral_messages_handled_total{{path="{p}"}} {pool.handled}\n' for p, pool in pooled
+        )
+        out.family(
             "corral_child_backoff_seconds",
+            "gauge",
             "Seconds until the next restart attempt, for children waiting in backoff.",
-            labels=["path"],
         )
-        for child, _ in children:
-            if child.mailbox_capacity == 0 and child.type.value == "supervisor":
-                up.add_metric([child.path], int(child.state is ChildStatus.RUNNING))
-                continue
-            path = child.path
-            up.add_metric([path], int(child.state is ChildStatus.RUNNING))
-            depth.add_metric([path], child.mailbox_depth)
-            capacity.add_metric([path], child.mailbox_capacity)
-            handled.add_metric([path], child.handled)
+        for child in children:
             if child.next_restart_at is not None:
-                backoff.add_metric([path], max(0.0, child.next_restart_at - now))
-        for key, pool in pools.items():
-            up.add_metric([key], pool.up)
-            depth.add_metric([key], pool.depth)
-            capacity.add_metric([key], pool.capacity)
-            handled.add_metric([key], pool.handled)
-        yield from (up, depth, capacity, handled, backoff)
+                delay = max(0.0, child.next_restart_at - now)
+                out.sample("corral_child_backoff_seconds", delay, path=child.path)
 
-        restarts = CounterMetricFamily(
-            "corral_child_restarts",
+        out.family(
+            "corral_child_restarts_total",
+            "counter",
             "Restarts by reason: error (it raised or failed to start), exit (it ended and its"
             " restart type restarts that), stopped (its supervisor stopped it first: a"
             " sibling's restart, `corral restart`, a reload).",
-            labels=["path", "reason"],
         )
-        exits = CounterMetricFamily(
-            "corral_child_exits",
-            "Exits by kind: normal, shutdown, error, start_error.",
-            labels=["path", "kind"],
+        restarts = counters.restarts
+        parts.extend(  # `error` always, so that rate() sees the first crash
+            f'corral_child_restarts_total{{path="{_label(path)}",reason="error"}}'
+            f" {restarts[path, 'error']}\n"
+            for path in sorted(present)
         )
-        for path in sorted(present):  # `error` always, so rate() sees the first crash
-            restarts.add_metric([path, "error"], counters.restarts[path, "error"])
-            exits.add_metric([path, "error"], counters.exits[path, "error"])
-        for (path, reason), n in counters.restarts.items():
+        for (path, reason), n in sorted(restarts.items()):
             if reason != "error":
-                restarts.add_metric([path, reason], n)
-        for (path, kind), n in counters.exits.items():
-            if kind != "error":
-                exits.add_metric([path, kind], n)
-        yield restarts
-        yield exits
-        letters = CounterMetricFamily(
-            "corral_dead_letters",
+                out.sample("corral_child_restarts_total", n, path=path, reason=reason)
+        out.family(
+            "corral_child_exits_total",
+            "counter",
+            "Exits by kind: normal, shutdown, error, start_error (only kinds seen).",
+        )
+        for (path, kind), n in sorted(counters.exits.items()):
+            out.sample("corral_child_exits_total", n, path=path, kind=kind)
+        out.family(
+            "corral_dead_letters_total",
+            "counter",
             "Messages kept as dead letters, by reason (see `corral dead-letters`).",
-            labels=["path", "reason"],
         )
         for (path, reason), n in sorted(counters.dead_letters.items()):
-            letters.add_metric([path, reason], n)
-        yield letters
+            out.sample("corral_dead_letters_total", n, path=path, reason=reason)
 
-        states = GaugeMetricFamily(
-            "corral_children", "Children by supervisor and state.", labels=["supervisor", "state"]
-        )
-        remaining = GaugeMetricFamily(
-            "corral_supervisor_restarts_remaining",
-            "Restarts the supervisor may still make within its period before it gives up.",
-            labels=["supervisor"],
-        )
-        intensity = GaugeMetricFamily(
-            "corral_supervisor_intensity",
-            "The supervisor's restart limit within its period.",
-            labels=["supervisor"],
-        )
-        escalations = CounterMetricFamily(
-            "corral_supervisor_escalations",
-            "Times the supervisor exited and escalated to its parent.",
-            labels=["supervisor"],
-        )
-        gave_up = CounterMetricFamily(
-            "corral_supervisor_gave_up",
-            "Times the supervisor gave up: more restarts than its intensity within its period.",
-            labels=["supervisor"],
+        out.family(
+            "corral_children",
+            "gauge",
+            "Children by supervisor and state (states with none are left out, but running).",
         )
         for sup in supervisors:
             by_state = Counter(c.state.value for c in sup.children)
-            for state in _STATES:
-                states.add_metric([sup.path, state], by_state[state])
-            remaining.add_metric([sup.path], sup.restarts_remaining)
-            intensity.add_metric([sup.path], sup.intensity)
-            escalations.add_metric([sup.path], counters.escalations[sup.path])
-            gave_up.add_metric([sup.path], counters.gave_up[sup.path])
-        yield from (states, remaining, intensity, escalations, gave_up)
+            by_state.setdefault("running", 0)
+            for state, n in sorted(by_state.items()):
+                out.sample("corral_children", n, supervisor=sup.path, state=state)
+        for name, doc, values in (
+            (
+                "corral_supervisor_restarts_remaining",
+                "Restarts the supervisor may still make within its period before it gives up.",
+                [s.restarts_remaining for s in supervisors],
+            ),
+            (
+                "corral_supervisor_intensity",
+                "The supervisor's restart limit within its period.",
+                [s.intensity for s in supervisors],
+            ),
+        ):
+            out.family(name, "gauge", doc)
+            for sup, value in zip(supervisors, values, strict=True):
+                out.sample(name, value, supervisor=sup.path)
+        for name, doc, counter in (
+            (
+                "corral_supervisor_escalations_total",
+                "Times the supervisor exited and escalated to its parent.",
+                counters.escalations,
+            ),
+            (
+                "corral_supervisor_gave_up_total",
+                "Times the supervisor gave up: more restarts than its intensity in its period.",
+                counters.gave_up,
+            ),
+        ):
+            out.family(name, "counter", doc)
+            for sup in supervisors:
+                out.sample(name, counter[sup.path], supervisor=sup.path)
 
-        timings = tree.timings
-        yield _histogram(
+        timings = sorted(tree.timings.items())
+        out.family(
             "corral_message_handling_seconds",
-            "Time to handle one message, sampled (1 in 8 per actor), by supervisor.",
-            "supervisor",
-            sorted((path, t.handling) for path, t in timings.items()),
+            "histogram",
+            "Time to handle one message, sampled (1 in 8 per actor), by supervisor (those"
+            " whose actors handled any).",
         )
-        yield _histogram(
+        for path, t in timings:
+            if t.handling.count:
+                out.histogram("corral_message_handling_seconds", t.handling, supervisor=path)
+        out.family(
             "corral_call_duration_seconds",
-            "Time from a call's send to its reply, for answered calls, by the callee's supervisor.",
-            "supervisor",
-            sorted((path, t.calls) for path, t in timings.items()),
+            "histogram",
+            "Time from a call's send to its reply, for answered calls, by the callee's"
+            " supervisor (those that answered any).",
         )
+        for path, t in timings:
+            if t.calls.count:
+                out.histogram("corral_call_duration_seconds", t.calls, supervisor=path)
 
-    def _walk(
-        self,
-        sup: SupervisorStatistics,
-        children: list[tuple[ChildStatistics, str]],
-        pools: dict[str, _Pool],
-        supervisors: list[SupervisorStatistics],
-    ) -> None:
-        supervisors.append(sup)
-        pool = None
-        if sup.dynamic:
-            pool = pools[f"{sup.path.rstrip('/')}/*"] = _Pool()
-        for child in sup.children:
-            if pool is not None:
-                pool.up += child.state is ChildStatus.RUNNING
-                pool.handled += child.handled
-                pool.depth += child.mailbox_depth
-                pool.capacity += child.mailbox_capacity
-            else:
-                children.append((child, sup.path))
-            if child.supervisor is not None:
-                self._walk(child.supervisor, children, pools, supervisors)
+
+def _walk(
+    sup: SupervisorStatistics,
+    children: list[ChildStatistics],
+    pools: dict[str, _Pool],
+    supervisors: list[SupervisorStatistics],
+) -> None:
+    supervisors.append(sup)
+    pool = None
+    if sup.dynamic:
+        pool = pools[f"{sup.path.rstrip('/')}/*"] = _Pool()
+    for child in sup.children:
+        if pool is not None:
+            pool.up += child.state is ChildStatus.RUNNING
+            pool.handled += child.handled
+            pool.depth += child.mailbox_depth
+            pool.capacity += child.mailbox_capacity
+        else:
+            children.append(child)
+        if child.supervisor is not None:
+            _walk(child.supervisor, children, pools, supervisors)
 
 
 class ProcessCollector:
@@ -396,14 +447,13 @@ class ProcessCollector:
         )
 
 
-def make_registry(collector: TreeCollector) -> CollectorRegistry:
-    """A registry of the daemon's own (never prometheus_client's global one)."""
+def exposition(collector: TreeCollector, process: CollectorRegistry) -> bytes:
+    """The whole text exposition: the tree's and daemon's families, then the process'."""
+    return collector.text().encode() + generate_latest(process)
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry of the process' figures (the daemon's own, never the global one)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
     registry.register(ProcessCollector())
     return registry
-
-
-def exposition(registry: CollectorRegistry) -> bytes:
-    """The text exposition format (version 0.0.4) of everything in *registry*."""
-    return generate_latest(registry)
