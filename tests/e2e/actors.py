@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import anyio
@@ -102,3 +104,49 @@ class Recorder(corral.Actor):
     async def on_stop(self) -> None:
         await anyio.sleep(self.seconds)
         _append(self.log, f"stop {self.name}")
+
+
+def block_the_loop(seconds: float) -> None:
+    """What a careless actor does: a blocking call on the event loop (the loop monitor's stack
+    of the stall names this function)."""
+    time.sleep(seconds)
+
+
+class Blocker(corral.Actor):
+    """Casts itself a message while starting and blocks the whole event loop for *seconds*
+    when it handles it: started by ``corral start-child``, it stalls the loop at once (its
+    task goes on to the message before the command is answered)."""
+
+    def __init__(self, seconds: float = 2.0) -> None:
+        self.seconds = seconds
+
+    async def on_start(self) -> None:
+        self.ctx.ref.cast_nowait("block")
+
+    async def handle(self, message: object) -> object:
+        block_the_loop(self.seconds)
+        return message
+
+
+async def secretive(ctx: corral.Context, password: str, url: str) -> None:
+    """Crashes once started, with its secrets in the exception's message."""
+    ctx.started()
+    await anyio.lowlevel.checkpoint()
+    msg = f"login failed for {url} with password={password}"
+    raise RuntimeError(msg)
+
+
+class Gate(corral.Actor):
+    """Does not finish starting until the file *path* exists; logs (to the daemon's log) that
+    it waits, so a test knows when the boot is held up by it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    async def on_start(self) -> None:
+        logging.getLogger("corral.tests").info("gate: waiting for %s", self.path)
+        while not self.path.exists():  # noqa: ASYNC110  # a file from another process: no event
+            await anyio.sleep(0.01)
+
+    async def handle(self, message: object) -> object:
+        return message

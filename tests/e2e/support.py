@@ -23,14 +23,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import pytest
 
 from corral.daemon import cli
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 20.0  # generous: CI machines are slow; a passing test never waits this long
+
+
+def shared_tool(name: str) -> str:
+    """The path of a test tool in ``$CORRAL_SHARED_TOOLS`` (``/work/shared/tools``); a missing
+    one fails the test (CI must have it), never skips it."""
+    path = Path(os.environ.get("CORRAL_SHARED_TOOLS", "/work/shared/tools")) / name
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} is missing or not executable: set CORRAL_SHARED_TOOLS to the tools")
+    return str(path)
 
 
 @attrs.frozen
@@ -44,11 +54,17 @@ class Result:
 
 
 def write_config(
-    directory: Path, body: str, *, name: str = "corral.toml", daemon: str = ""
+    directory: Path,
+    body: str,
+    *,
+    name: str = "corral.toml",
+    daemon: str = "",
+    log_format: str = "json",
 ) -> Path:
     """A config whose [daemon] section points into *directory*; *body* is the rest.
 
-    *daemon* holds more ``[daemon]`` keys, e.g. ``"max-connections = 2"``.
+    *daemon* holds more ``[daemon]`` keys, e.g. ``"max-connections = 2"``; *log_format* is
+    the ``log-format`` (``"journal"``: the log goes to journald, not to stderr).
     """
     path = directory / name
     section = textwrap.dedent(f"""
@@ -56,7 +72,7 @@ def write_config(
         control-socket = "{directory / "control.sock"}"
         state-directory = "{directory / "state"}"
         metrics-listen = ""
-        log-format = "json"
+        log-format = "{log_format}"
         log-level = "debug"
     """)
     path.write_text(section + textwrap.dedent(daemon) + "\n" + textwrap.dedent(body))
@@ -74,11 +90,19 @@ class Daemon:
 
     @classmethod
     def start(
-        cls, config: Path, backend: str, *, wait_ready: bool = True, cwd: Path | None = None
+        cls,
+        config: Path,
+        backend: str,
+        *,
+        wait_ready: bool = True,
+        cwd: Path | None = None,
+        prefix: Sequence[str] = (),
     ) -> Daemon:
+        """*prefix* runs the daemon under another command (``with-journald --``): its argv
+        comes first, and ``proc`` is that command (signals reach the daemon through it)."""
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "corral", "run", str(config), "--backend", backend],
+            [*prefix, sys.executable, "-m", "corral", "run", str(config), "--backend", backend],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
