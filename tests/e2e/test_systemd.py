@@ -163,7 +163,7 @@ def container() -> Iterator[Container]:
             time.sleep(0.1)
         pairs = (item.split("=", 1) for item in env_file.read_text().split("\0") if "=" in item)
         box = Container(dict(pairs))
-        box.run("useradd", "--system", "--user-group", "--no-create-home", "corral")
+        box.run("systemd-sysusers", str(ROOT / "systemd" / "corral.sysusers"))  # as shipped
         yield box
     finally:
         process.send_signal(signal.SIGTERM)  # the tool powers the container off and cleans up
