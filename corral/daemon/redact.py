@@ -30,45 +30,60 @@ __all__ = ("MASK", "RedactingFilter", "Redactor")
 MASK: Final = "<redacted>"
 
 
+# Every pattern is linear in its input: a key match begins at a secret name and takes at most
+# 64 more key characters; URLs begin only where a token begins; the rest is matched
+# possessively (``++``, Python 3.11), so no input makes a pattern backtrack.
+_CLOSE: Final = r"""(?:\\?["'])?[ \t]*+[:=][ \t]*+"""  # a key's closing quote, ":" or "="
+_QUOTED_VALUE: Final = r"""(?:\\?)b?["'])((?!<redacted>)[^"'\\\n]++)"""  # up to the quote
+_BARE_VALUE: Final = r""")((?!<redacted>)[^\s"'\\,;&(){}\[\]<>]++)(?!["'])"""  # up to a blank
+_URL: Final = re.compile(  # scheme://user:PASSWORD@host
+    r"""(?<![\w+.-])([a-zA-Z][\w+.-]*+://[^/\s:@"'\\]++:)([^@\s/"'\\]++)@"""
+)
+_SCHEME: Final = re.compile(
+    r"(?i)(?<![\w-])((?:bearer|basic)[ \t]++)((?!<redacted>)[\w.~+/-]++=*+)"
+)
+
+
 def _loose(name: str) -> str:
     """*name* matching with any ``-`` or ``_`` between its letters."""
-    letters = [re.escape(c) for c in name.lower() if c not in "-_"]
-    return "[-_]?".join(letters)
+    return "[-_]?".join(re.escape(c) for c in name)
 
 
 class Redactor:
     """Replaces secret-looking values in text with ``MASK``."""
 
     def __init__(self, names: Iterable[str]) -> None:
-        names = sorted({n.lower().replace("-", "").replace("_", "") for n in names if n})
-        self._names = tuple(names)
-        self._pairs: re.Pattern[str] | None = None
-        if names:
-            alternatives = "|".join(_loose(n) for n in names)
-            self._pairs = re.compile(
-                rf"(?i)([\w-]*(?:{alternatives})[\w-]*)"  # the key
-                r"""(\\?["']?\s*[:=]\s*\\?["']?)"""  # its quotes and separator
-                r"""((?!<redacted>)[^\s"'\\,;&)}\]]+)"""  # the value
+        self._names = tuple(sorted({_squeeze(n) for n in names if n}))
+        self._pairs: tuple[re.Pattern[str], ...] = ()
+        if self._names:
+            # From the name on, at most 64 more key characters: each attempt is bounded.
+            key = rf"(?i)((?:{'|'.join(map(_loose, self._names))})[\w-]{{0,64}}+"
+            self._pairs = (
+                re.compile(key + _CLOSE + _QUOTED_VALUE),  # 'password': 'x', \"token\": \"x\"
+                re.compile(key + _CLOSE + _BARE_VALUE),  # password=x, token: x
             )
-        self._url = re.compile(r"""(\b[a-zA-Z][\w+.-]*://[^/\s:@"']+:)([^@\s/"']+)(@)""")
-        self._bearer = re.compile(r"(?i)(\bbearer\s+)((?!<redacted>)[\w.~+/-]+=*)")
 
     def __call__(self, text: str) -> str:
         lowered = text.lower()
-        squeezed = lowered.replace("-", "").replace("_", "")
-        if self._pairs is not None and any(n in squeezed for n in self._names):
-            text = self._pairs.sub(rf"\1\2{MASK}", text)
+        if self._names and any(name in _squeeze(lowered) for name in self._names):
+            for pattern in self._pairs:
+                text = pattern.sub(lambda m: m.group(0)[: m.start(2) - m.start(0)] + MASK, text)
         if "://" in text:
-            text = self._url.sub(rf"\1{MASK}\3", text)
-        if "bearer" in lowered:
-            text = self._bearer.sub(rf"\1{MASK}", text)
+            text = _URL.sub(rf"\1{MASK}@", text)
+        if "bearer" in lowered or "basic" in lowered:
+            text = _SCHEME.sub(rf"\1{MASK}", text)
         return text
 
     def encoded(self, frame: bytes) -> bytes:
-        """*frame* (UTF-8 JSON) with its secrets redacted."""
+        """*frame* (UTF-8 JSON) with its secrets redacted; the result is still valid JSON,
+        since no pattern takes a backslash or a quote and the mask has neither."""
         text = frame.decode()
         redacted = self(text)
         return frame if redacted == text else redacted.encode()
+
+
+def _squeeze(text: str) -> str:
+    return text.lower().replace("-", "").replace("_", "")
 
 
 class RedactingFilter(logging.Filter):

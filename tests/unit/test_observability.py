@@ -112,6 +112,10 @@ REDACT = Redactor(["password", "api-key", "token"])
         pytest.param(
             '{\\"password\\": \\"x\\"}', f'{{\\"password\\": \\"{MASK}\\"}}', id="escaped-json"
         ),
+        pytest.param('password="hunter 2"', f'password="{MASK}"', id="quoted-with-a-blank"),
+        pytest.param("{'password': b'hunter2'}", f"{{'password': b'{MASK}'}}", id="bytes-repr"),
+        pytest.param("Authorization: Basic dXNlcjpw", f"Authorization: Basic {MASK}", id="basic"),
+        pytest.param("if not token:\\n    raise", "if not token:\\n    raise", id="code-line"),
     ],
 )
 def test_secrets_are_redacted(text: str, expected: str) -> None:
@@ -120,11 +124,25 @@ def test_secrets_are_redacted(text: str, expected: str) -> None:
     assert REDACT(expected) == expected  # redacting twice changes nothing more
 
 
-def test_redaction_of_a_frame_keeps_it_valid_json() -> None:
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            "RuntimeError(\"password='pw1' refused\")",
+            f"RuntimeError(\"password='{MASK}' refused\")",
+        ),
+        ('  File "x.py", line 3\n    if not token:\n        raise', None),
+        (
+            "{'token': {'a': 1}, 'max_tokens': 100}",
+            f"{{'token': {{'a': 1}}, 'max_tokens': {MASK}}}",
+        ),
+        ('password="a \\" b"', f'password="{MASK}\\" b"'),
+    ],
+)
+def test_redaction_of_a_frame_keeps_it_valid_json(value: str, expected: str | None) -> None:
     """A socket frame stays one valid JSON line with its secrets masked."""
-    frame = json.dumps({"last_error": "RuntimeError(\"password='pw1' refused\")"}).encode()
-    redacted = REDACT.encoded(frame + b"\n")
-    assert json.loads(redacted) == {"last_error": f"RuntimeError(\"password='{MASK}' refused\")"}
+    frame = json.dumps({"last_error": value}).encode() + b"\n"
+    assert json.loads(REDACT.encoded(frame)) == {"last_error": expected or value}
     assert REDACT.encoded(b'{"a":1}\n') == b'{"a":1}\n'
 
 
