@@ -148,11 +148,15 @@ class ControlServer:
         settings = self.settings
         if activated is not None:
             name = activated.getsockname()
-            self.path = Path(name if isinstance(name, str) else os.fsdecode(name))
-            with contextlib.suppress(OSError):
-                info = self.path.stat()
-                if info.st_mode & 0o060:  # the file's group may connect: so may its peers
-                    self._gids.add(info.st_gid)
+            name = name if isinstance(name, str) else os.fsdecode(name)
+            if name.startswith("\0"):  # an abstract address: no file, no mode, no group
+                self.path = Path("@" + name[1:])
+            else:
+                self.path = Path(name)
+                with contextlib.suppress(OSError):
+                    info = self.path.stat()
+                    if info.st_mode & 0o060:  # the file's group may connect: so may its peers
+                        self._gids.add(info.st_gid)
             log.info("control socket %s passed by systemd (socket activation)", self.path)
             self._listener = await anyio.abc.SocketListener.from_socket(activated)
             return

@@ -35,11 +35,13 @@ __all__ = ("Check", "Level", "diagnose", "parse_timespan", "verdict")
 
 JOURNAL_SOCKET: Final = Path("/run/systemd/journal/socket")
 STOP_MARGIN: Final = 5.0  # seconds TimeoutStopSec should leave beyond the tree's own bound
+# systemd.time(7): case matters ("M" is a month, "m" a minute).
 _UNITS: Final = {
     "us": 1e-6,
     "usec": 1e-6,
     "ms": 1e-3,
     "msec": 1e-3,
+    "": 1.0,
     "s": 1.0,
     "sec": 1.0,
     "second": 1.0,
@@ -52,8 +54,20 @@ _UNITS: Final = {
     "hr": 3600.0,
     "hour": 3600.0,
     "hours": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+    "days": 86400.0,
+    "w": 604800.0,
+    "week": 604800.0,
+    "weeks": 604800.0,
+    "M": 2629800.0,
+    "month": 2629800.0,
+    "months": 2629800.0,
+    "y": 31557600.0,
+    "year": 31557600.0,
+    "years": 31557600.0,
 }
-_SPAN: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
+_SPAN: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)")
 
 
 class Level(enum.IntEnum):
@@ -77,19 +91,17 @@ def parse_timespan(text: str) -> float:
     """A systemd time span ("90", "1min 30s", "500ms", "infinity") in seconds.
 
     Raises:
-        ValueError: not a time span.
+        ValueError: not a time span (an empty one means "the default": the caller decides).
     """
-    text = text.strip().lower()
-    if text in ("infinity", ""):
+    text = text.strip()
+    if text == "infinity":
         return math.inf
     total, end = 0.0, 0
     for match in _SPAN.finditer(text):
-        if text[end : match.start()].strip():
-            break
         number, unit = match.groups()
-        if unit not in _UNITS and unit:
+        if text[end : match.start()].strip() or unit not in _UNITS:
             break
-        total += float(number) * _UNITS.get(unit, 1.0)
+        total += float(number) * _UNITS[unit]
         end = match.end()
     if end == 0 or text[end:].strip():
         msg = f"not a systemd time span: {text!r}"
@@ -202,6 +214,13 @@ def _metrics(listen: str, *, answering: bool) -> Check:
         return Check(Level.WARN, "metrics", 'metrics-listen is "": nothing to scrape')
     host, _, port = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
+    if port == "0":
+        return Check(
+            Level.WARN,
+            "metrics",
+            f"{listen}: a free port is picked at each start (its log says which):"
+            " Prometheus needs a fixed one",
+        )
     if answering:
         url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/healthz"
         try:
@@ -223,7 +242,13 @@ def _metrics(listen: str, *, answering: bool) -> Check:
 
 
 def _unit(unit: str, loaded: LoadedConfig) -> Iterator[Check]:
-    values = _unit_values(unit)
+    try:
+        values = _unit_values(unit)
+    except ValueError as exc:
+        yield Check(
+            Level.WARN, "unit", f"{unit}: {exc}: TimeoutStopSec and WatchdogSec not checked"
+        )
+        return
     if values is None:
         yield Check(
             Level.WARN,
@@ -287,7 +312,10 @@ def _unit_values(unit: str) -> dict[str, float] | None:
             key, _, value = line.partition("=")
             if key.strip() in ("TimeoutStopSec", "WatchdogSec", "TimeoutSec"):
                 name = "TimeoutStopSec" if key.strip() == "TimeoutSec" else key.strip()
-                values[name] = parse_timespan(value)
+                if value.strip():
+                    values[name] = parse_timespan(value)
+                else:  # an empty assignment resets it to the default
+                    values.pop(name, None)
         return values
     systemctl = shutil.which("systemctl")
     if systemctl is None:

@@ -1,10 +1,11 @@
 """The HTTP listener for Prometheus and probes: ``/metrics``, ``/healthz``, ``/readyz``.
 
 A minimal HTTP/1.x server on the daemon's own event loop (GET and HEAD, one request per
-connection): the snapshot behind ``/metrics`` is taken on the loop that owns the tree, with no
-thread touching it, and ``/healthz`` is answered by that same loop, so a loop that is blocked
-does not answer at all, which is what a liveness probe must see. Requests are bounded (8 KiB
-of head, ``REQUEST_TIMEOUT`` to send it) and anything else gets a plain 4xx.
+connection, at most ``MAX_CLIENTS`` at once): the snapshot behind ``/metrics`` is taken on
+the loop that owns the tree, with no thread touching it, and ``/healthz`` is answered by that
+same loop, so a loop that is blocked does not answer at all, which is what a liveness probe
+must see. Requests are bounded (8 KiB of head, ``REQUEST_TIMEOUT`` to send it), anything else
+gets a plain 4xx, and a failed accept (out of file descriptors) is retried, never fatal.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 import anyio.abc
+import anyio.streams.stapled
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ __all__ = ("Endpoint", "Page", "text_page")
 log = logging.getLogger("corral.metrics")
 
 MAX_HEAD: Final = 8192
+MAX_CLIENTS: Final = 16  # at once: Prometheus and a few probes need no more
 REQUEST_TIMEOUT: Final = 10.0
 _REASONS: Final = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 _REASONS_5XX: Final = {500: "Internal Server Error", 503: "Service Unavailable"}
@@ -40,7 +43,8 @@ class Endpoint:
         self.host = host
         self.port = port
         self.pages = pages
-        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
+        self._listener: anyio.streams.stapled.MultiListener[anyio.abc.SocketStream] | None = None
+        self._clients = 0
 
     @property
     def address(self) -> str:
@@ -70,16 +74,38 @@ class Endpoint:
         listener = self._listener
         assert listener is not None  # bind() first
         try:
-            await listener.serve(self._connection)
+            async with anyio.create_task_group() as tg:
+                for one in listener.listeners:
+                    assert isinstance(one, anyio.abc.SocketListener)  # create_tcp_listener's
+                    tg.start_soon(self._accept, one, tg)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.aclose()
 
+    async def _accept(self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
+        """Accept forever; past ``MAX_CLIENTS`` a new client is closed at once, and a failed
+        accept (no file descriptors left, say) is logged and retried, never fatal."""
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                log.warning("metrics listener: accept failed: %s; retrying in 1 s", exc)
+                await anyio.sleep(1.0)
+                continue
+            if self._clients >= MAX_CLIENTS:
+                await stream.aclose()
+                continue
+            self._clients += 1  # here, not in the task: the next accept must see it
+            tg.start_soon(self._connection, stream)
+
     async def _connection(self, stream: anyio.abc.SocketStream) -> None:
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            async with stream:
-                page, head_only = await self._read(stream)
-                await self._respond(stream, page, head_only=head_only)
+        try:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                async with stream:
+                    page, head_only = await self._read(stream)
+                    await self._respond(stream, page, head_only=head_only)
+        finally:
+            self._clients -= 1
 
     async def _read(self, stream: anyio.abc.SocketStream) -> tuple[Page, bool]:
         reader = BufferedByteReceiveStream(stream)

@@ -257,7 +257,7 @@ class Daemon:
                 async with anyio.create_task_group() as probes:  # from before the boot
                     probes.start_soon(self.monitor.run)
                     if endpoint is not None:
-                        probes.start_soon(endpoint.serve)
+                        probes.start_soon(self._serve_metrics, endpoint)
                     probes.start_soon(self.notifier.pet, self.monitor.healthy)
                     try:
                         code = await self._run(server, held, received, shutdown_trigger)
@@ -281,6 +281,13 @@ class Daemon:
             if endpoint is not None:
                 with anyio.CancelScope(shield=True):
                     await endpoint.aclose()
+
+    async def _serve_metrics(self, endpoint: Endpoint) -> None:
+        """The metrics listener; its failure turns metrics off, never the tree."""
+        try:
+            await endpoint.serve()
+        except Exception:
+            log.exception("the metrics listener failed: no metrics until the daemon restarts")
 
     async def _bind_endpoint(self) -> Endpoint | None:
         address = self.settings.metrics_address()
@@ -606,7 +613,8 @@ class Daemon:
                         continue
                     failures.extend(str(f) for f in await sup.reconfigure(plan))
             finally:
-                self.notifier.ready(summary(tree.statistics()))
+                if not self._stopping:  # a stop that came meanwhile has said STOPPING=1
+                    self.notifier.ready(summary(tree.statistics()))
             self.loaded = new
             if self._unsaved is not None:
                 notes.append(f"{self._unsaved}: the operator's stops are not kept across restarts")

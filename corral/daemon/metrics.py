@@ -23,15 +23,16 @@ one. Histograms carry only a ``supervisor`` label.
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
 from typing import TYPE_CHECKING, Final
 
+import anyio
 import attrs
 import psutil
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from corral.actors.registry import within
 from corral.actors.timing import Histogram
 from corral.daemon.view import parent_path
 from corral.supervisors.core import ChildStatus
@@ -48,7 +49,7 @@ from corral.supervisors.events import (
 from corral.supervisors.spec import ChildType, ExitKind
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Collection, Iterator
 
     from corral.supervisors.runtime import ChildStatistics, SupervisorStatistics
     from corral.supervisors.tree import Tree
@@ -101,9 +102,9 @@ class Counters:
     def observe(self, event: Event) -> None:
         """An ``EventBus`` observer."""
         match event:
-            case ChildStarted(path=path):
-                reason = self._ended.pop(path, None)
-                if reason is not None:
+            case ChildStarted(path=path, restarts=restarts):
+                reason = self._ended.pop(path, "stopped")
+                if restarts:  # not a first start (a reused id, a re-added child is one)
                     self.restarts[self.key(path), reason] += 1
             case ChildExited(path=path, kind=kind):
                 self.exits[self.key(path), kind.value] += 1
@@ -126,12 +127,18 @@ class Counters:
         """A control command was answered (*result*: ``ok`` or the error code)."""
         self.commands[command, result] += 1
 
-    def prune(self, present: set[str]) -> None:
-        """Forget the counts of children (and pools) no longer in the tree."""
+    def prune(self, present: Collection[str], dormant: Collection[str]) -> None:
+        """Forget the counts of children (and pools) no longer in the tree: *present* holds
+        every child's path and every pool's key; below a *dormant* supervisor (not running
+        now: in backoff, held, failed) counts are kept for when it runs again."""
+
+        def gone(path: str) -> bool:
+            return path not in present and not any(within(path, top) for top in dormant)
+
         for counter in (self.restarts, self.exits, self.dead_letters):
-            for key in [k for k in counter if k[0] not in present]:
+            for key in [k for k in counter if gone(k[0])]:
                 del counter[key]
-        for path in [p for p in self._ended if self.key(p) not in present]:
+        for path in [p for p in self._ended if gone(p)]:
             del self._ended[path]
 
 
@@ -246,14 +253,16 @@ class TreeCollector:
     def _children(self, out: _Text, tree: Tree) -> None:  # family by family
         counters = self._counters
         snapshot = tree.statistics()
-        now = time.monotonic()
+        now = anyio.current_time()  # the clock of next_restart_at (trio's is offset)
         children: list[ChildStatistics] = []
         pools: dict[str, _Pool] = {}
         supervisors: list[SupervisorStatistics] = []
-        _walk(snapshot, children, pools, supervisors)
+        every: set[str] = set()
+        dormant: list[str] = []
+        _walk(snapshot, children, pools, supervisors, every, dormant)
         workers = [c for c in children if c.type is ChildType.WORKER]
         present = {c.path for c in children} | set(pools)
-        counters.prune(present)
+        counters.prune(present | every, dormant)
 
         # The per-child families, the bulk of a big tree's exposition, are written in one
         # f-string per sample.
@@ -391,17 +400,25 @@ class TreeCollector:
                 out.histogram("corral_call_duration_seconds", t.calls, supervisor=path)
 
 
-def _walk(
+def _walk(  # the walk fills all of these in one pass
     sup: SupervisorStatistics,
     children: list[ChildStatistics],
     pools: dict[str, _Pool],
     supervisors: list[SupervisorStatistics],
+    every: set[str],
+    dormant: list[str],
 ) -> None:
+    """Fill: the children of ordinary supervisors, the pools' sums, the supervisors, every
+    child's path, and the supervisor children that are not running (their subtree is not in
+    the snapshot now)."""
     supervisors.append(sup)
     pool = None
     if sup.dynamic:
         pool = pools[f"{sup.path.rstrip('/')}/*"] = _Pool()
     for child in sup.children:
+        every.add(child.path)
+        if child.type is ChildType.SUPERVISOR and child.supervisor is None:
+            dormant.append(child.path)
         if pool is not None:
             pool.up += child.state is ChildStatus.RUNNING
             pool.handled += child.handled
@@ -410,7 +427,7 @@ def _walk(
         else:
             children.append(child)
         if child.supervisor is not None:
-            _walk(child.supervisor, children, pools, supervisors)
+            _walk(child.supervisor, children, pools, supervisors, every, dormant)
 
 
 class ProcessCollector:

@@ -7,8 +7,9 @@ written directly: the protocol is one ``sendto`` and needs no library. What is s
   ("12/12 running, 0 in backoff"), at most once a second and only when something changed;
 - ``READY=1`` once the whole tree has started (``open_tree`` has returned);
 - ``EXTEND_TIMEOUT_USEC=`` on each child started while booting and each child stopped while
-  stopping: a slow but moving start or stop is given ``progress-timeout`` more each time, and
-  a stuck one is still ended by ``TimeoutStartSec=``/``TimeoutStopSec=``;
+  stopping (at most once a second): a slow but moving start or stop is given
+  ``progress-timeout`` more each time, and a stuck one is still ended by
+  ``TimeoutStartSec=``/``TimeoutStopSec=``;
 - ``RELOADING=1`` with ``MONOTONIC_USEC=`` when a reload begins, ``READY=1`` when it ends;
 - ``STOPPING=1`` when the stop begins;
 - ``WATCHDOG=1`` every half ``WatchdogSec`` from a task on the event loop, and only while the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -41,6 +43,8 @@ __all__ = ("SD_LISTEN_FDS_START", "Notifier", "activated_socket", "summary")
 log = logging.getLogger("corral.systemd")
 SD_LISTEN_FDS_START: Final = 3
 STATUS_EVERY: Final = 1.0  # seconds: the STATUS= line changes at most this often
+EXTEND_EVERY: Final = 1.0  # seconds: EXTEND_TIMEOUT_USEC= is sent at most this often
+WATCHDOG_FLOOR: Final = 0.05  # seconds: the shortest pet interval, whatever WATCHDOG_USEC says
 
 
 class Notifier:
@@ -57,6 +61,7 @@ class Notifier:
         mine = not pid or pid == str(os.getpid())
         self.watchdog_interval = int(usec) / 1e6 if usec.isdigit() and mine else 0.0
         self._last_status = ""
+        self._extended = -math.inf  # when EXTEND_TIMEOUT_USEC was last sent
 
     @property
     def enabled(self) -> bool:
@@ -87,10 +92,17 @@ class Notifier:
         self.send(RELOADING=1, MONOTONIC_USEC=usec, STATUS="reloading the config")
 
     def stopping(self) -> None:
+        self._extended = -math.inf  # the stop's first progress is reported at once
         self._last_status = "stopping: children stop in reverse start order"
         self.send(STOPPING=1, STATUS=self._last_status)
 
     def extend(self, seconds: float) -> None:
+        """Ask for *seconds* more; sent at most once a second (a pool of 100,000 stopping
+        would otherwise send as many datagrams), which is plenty for a window of seconds."""
+        now = time.monotonic()
+        if now - self._extended < EXTEND_EVERY:
+            return
+        self._extended = now
         self.send(EXTEND_TIMEOUT_USEC=int(seconds * 1e6))
 
     async def pet(self, healthy: Callable[[], bool]) -> None:
@@ -101,7 +113,7 @@ class Notifier:
         while True:
             if healthy():
                 self.send(WATCHDOG=1)
-            await anyio.sleep(interval / 2)
+            await anyio.sleep(max(interval / 2, WATCHDOG_FLOOR))
 
     def close(self) -> None:
         if self._sock is not None:
@@ -139,17 +151,27 @@ def activated_socket(environ: MutableMapping[str, str] = os.environ) -> socket.s
         environ.pop(key, None)
     if pid != str(os.getpid()) or not count.isdigit() or int(count) < 1:
         return None
-    index = names.index("control") if "control" in names else 0
     fds = range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count))
-    sock = socket.socket(fileno=fds[index])
-    for fd in fds:  # the others are not ours to keep open in children
-        if fd != fds[index]:
+    index = names.index("control") if "control" in names[: len(fds)] else 0
+    fd = fds[index]
+    for other in fds:  # the others are not ours to keep open in children
+        if other != fd:
             with contextlib.suppress(OSError):
-                os.set_inheritable(fd, False)
-    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                os.set_inheritable(other, False)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        msg = f"fd {fd} passed by systemd is not a socket ({exc.strerror or exc})"
+        raise OSError(msg) from None
+    listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM or not listening:
         family, kind = sock.family.name, sock.type.name
         sock.detach()
-        msg = f"the socket passed by systemd (fd {fds[index]}) is {family}/{kind}, not AF_UNIX"
+        msg = (
+            f"the socket passed by systemd (fd {fd}) is {family}/{kind}"
+            f"{'' if listening else ', not listening (Accept=yes?)'}: corral needs a listening"
+            " AF_UNIX stream socket (ListenStream=/path, Accept=no)"
+        )
         raise OSError(msg)
     sock.setblocking(False)
     return sock

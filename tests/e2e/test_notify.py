@@ -8,6 +8,7 @@ within ``TIMEOUT``: there is no event to wait on across the two processes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -119,9 +120,7 @@ def test_ready_comes_once_every_child_has_started(
     d.wait_for(lambda r: r["message"] == f"gate: waiting for {gate}")
     # The boot is held by /gate: everything before it has started, and no READY was sent.
     assert [r["path"] for r in d.records("child-started")] == ["/a", "/g/x", "/g/y", "/g"]
-    extended = -1
-    for _ in range(4):  # one per child started so far: received, with anything sent before
-        extended, _ = notes.wait_for(lambda f: "EXTEND_TIMEOUT_USEC" in f, after=extended + 1)
+    notes.wait_for(lambda f: "EXTEND_TIMEOUT_USEC" in f)  # the boot is making progress
     assert not [f for f in notes.fields() if is_ready(f)]
 
     gate.touch()
@@ -135,7 +134,7 @@ def test_ready_comes_once_every_child_has_started(
     d.wait_for(lambda r: r.get("event") == "daemon-ready")
     started = [r["path"] for r in d.records("child-started")]
     assert started == ["/a", "/g/x", "/g/y", "/g", "/gate"]
-    assert len(extends) == len(started)
+    assert 1 <= len(extends) <= len(started)  # one per child started, at most one a second
 
 
 def test_status_follows_the_tree(workdir: Path, backend: str, daemons: list[Daemon]) -> None:
@@ -212,7 +211,8 @@ PROGRESS = 9.0  # progress-timeout: more than the longest shutdown (2 s) + 5 s
 def test_stopping_extends_the_timeout_per_child(
     workdir: Path, backend: str, daemons: list[Daemon], how: str
 ) -> None:
-    """A stop sends STOPPING=1, then EXTEND_TIMEOUT_USEC >= progress-timeout per child stopped."""
+    """A stop sends STOPPING=1, then EXTEND_TIMEOUT_USEC >= progress-timeout as children stop,
+    at most once a second."""
     d, notes = start(workdir, SLOW, backend, daemons, daemon=f"progress-timeout = {PROGRESS}")
     ready, _ = notes.wait_for(is_ready)
     if how == "SIGTERM":
@@ -229,11 +229,12 @@ def test_stopping_extends_the_timeout_per_child(
         "STATUS": "stopping: children stop in reverse start order",
     }
     extends = [f["EXTEND_TIMEOUT_USEC"] for f in lines[stopping:] if "EXTEND_TIMEOUT_USEC" in f]
-    assert len(extends) == 4  # one per child stopped
+    assert 1 <= len(extends) <= 4  # at most one per child stopped
     assert min(int(usec) for usec in extends) >= PROGRESS * 1e6
-    # They came as the stop went on: the two slow children took 0.3 s each in between.
-    times = [line["t"] for line in notes.read() if "EXTEND_TIMEOUT_USEC" in line.get("fields", {})]
-    assert times[-1] - times[-4] >= 0.3
+    read = notes.read()
+    since = next(i for i, line in enumerate(read) if "STOPPING" in line.get("fields", {}))
+    times = [line["t"] for line in read[since:] if "EXTEND_TIMEOUT_USEC" in line["fields"]]
+    assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(times))
 
 
 STALLERS = """

@@ -39,6 +39,12 @@ children = [{ id = "b", start = "corral.demo:Echo", shutdown = 30 }]
         ("2h", 7200.0),
         ("infinity", math.inf),
         ("0", 0.0),
+        ("1min30s", 90.0),
+        ("5 min", 300.0),
+        ("1.5s", 1.5),
+        ("1d", 86400.0),
+        ("2w", 1209600.0),
+        ("1M", 2629800.0),
     ],
 )
 def test_timespans(text: str, seconds: float) -> None:
@@ -46,7 +52,7 @@ def test_timespans(text: str, seconds: float) -> None:
     assert parse_timespan(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["soon", "5 parsecs", "1min later"])
+@pytest.mark.parametrize("text", ["soon", "5 parsecs", "1min later", "", "5 MIN"])
 def test_bad_timespans(text: str) -> None:
     """Anything else is a ValueError naming it."""
     with pytest.raises(ValueError, match="not a systemd time span"):
@@ -116,6 +122,20 @@ def test_a_taken_metrics_port_fails(workdir: Path) -> None:
         checks = {c.name: c for c in diagnose(str(config), unit=str(unit), socket_path=None)}
     assert checks["metrics"].level is Level.FAIL
     assert "another process has it?" in checks["metrics"].text
+
+
+def test_an_empty_assignment_is_the_default_and_a_bad_span_a_warning(workdir: Path) -> None:
+    """`TimeoutStopSec=` resets to systemd's 90 s; an unreadable span is reported, no crash."""
+    config, unit = write(workdir, "TimeoutStopSec=10\nTimeoutStopSec=\nWatchdogSec=10")
+    checks = {c.name: c for c in diagnose(str(config), unit=str(unit), socket_path=None)}
+    assert checks["stop timeout"].text.startswith("TimeoutStopSec=90s covers")
+    unit.write_text("[Service]\nTimeoutStopSec=soon\n")
+    checks = {c.name: c for c in diagnose(str(config), unit=str(unit), socket_path=None)}
+    assert checks["unit"] == Check(
+        Level.WARN,
+        "unit",
+        f"{unit}: not a systemd time span: 'soon': TimeoutStopSec and WatchdogSec not checked",
+    )
 
 
 def test_a_missing_unit_is_a_warning(workdir: Path) -> None:

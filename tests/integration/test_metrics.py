@@ -10,6 +10,7 @@ import anyio.abc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from corral.daemon.endpoint import MAX_CLIENTS
 from corral.daemon.main import DaemonError
 from corral.supervisors.events import ChildExited, ChildStarted
 from tests.integration.test_daemon import make_daemon, serving
@@ -33,13 +34,15 @@ def port_of(daemon: Daemon) -> int:
 async def http(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send *request* as is; the status, headers and body of the answer."""
     async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(request)
         data = b""
         try:
+            await stream.send(request)
             while chunk := await stream.receive():
                 data += chunk
-        except anyio.EndOfStream:
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
             pass
+    if not data:
+        return 0, {}, b""  # closed unanswered
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.split(": ", 1) for line in header_lines)
@@ -213,6 +216,20 @@ async def test_calls_and_handling_are_timed(workdir: Path, anyio_backend: str) -
         assert value(text, "corral_messages_handled_total", path="/echo") == 16
         inf = value(text, "corral_call_duration_seconds_bucket", supervisor="/", le="+Inf")
         assert inf == 16
+
+
+async def test_clients_past_the_limit_are_closed(workdir: Path, anyio_backend: str) -> None:
+    """With MAX_CLIENTS connections open, the next is closed unanswered; then all is well."""
+    async with serving(make_daemon(workdir, anyio_backend, daemon=METRICS)) as running:
+        port = port_of(running.daemon)
+        idle = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(MAX_CLIENTS)]
+        try:
+            assert await http(port, b"GET /healthz HTTP/1.1\r\n\r\n") == (0, {}, b"")
+        finally:
+            for stream in idle:
+                await stream.aclose()
+        await anyio.wait_all_tasks_blocked()  # the server has seen them go
+        assert await get(port, "/healthz") == (200, "ok: the event loop answers\n")
 
 
 async def test_a_port_in_use_stops_the_start(workdir: Path, anyio_backend: str) -> None:

@@ -75,8 +75,38 @@ def test_a_dynamic_pool_is_counted_as_one_key_and_pruned_when_gone() -> None:
     c.observe(ChildExited("/w", "/", ExitKind.ERROR, RuntimeError(), 0.0))
     assert dict(c.exits) == {("/pool/*", "error"): 2, ("/w", "error"): 1}
     assert c.key("/") == "/"
-    c.prune({"/pool/*"})
+    c.prune({"/pool/*"}, ())
     assert dict(c.exits) == {("/pool/*", "error"): 2}
+
+
+def test_pruning_keeps_the_counts_below_a_dormant_supervisor() -> None:
+    """A sub-supervisor in backoff is not in the snapshot's walk: its children's counts stay."""
+    c = Counters()
+    c.observe(ChildExited("/g/a", "/g", ExitKind.ERROR, RuntimeError(), 0.0))
+    c.observe(ChildExited("/gone", "/", ExitKind.ERROR, RuntimeError(), 0.0))
+    c.prune({"/g"}, ["/g"])
+    assert dict(c.exits) == {("/g/a", "error"): 1}
+    c.observe(ChildStarted("/g/a", "/g", 1, 1.0))
+    assert dict(c.restarts) == {("/g/a", "error"): 1}
+
+
+def test_ended_children_of_a_pool_are_forgotten() -> None:
+    """A pool child's id used again after it ended is a first start, not a restart."""
+    c = Counters(is_dynamic=lambda path: path == "/pool")
+    for n in range(100):
+        c.observe(ChildExited(f"/pool/{n}", "/pool", ExitKind.NORMAL, None, 0.0))
+    c.prune({"/pool", "/pool/*"}, ())
+    c.observe(ChildStarted("/pool/7", "/pool", 0, 1.0))  # the id used again: a first start
+    assert not c.restarts
+    assert dict(c.exits) == {("/pool/*", "normal"): 100}
+
+
+def test_a_first_start_is_never_a_restart() -> None:
+    """A child removed and added again (restarts 0) is not counted as restarted."""
+    c = Counters()
+    c.observe(ChildStopped("/db", "/", 0.0))
+    c.observe(ChildStarted("/db", "/", 0, 1.0))
+    assert not c.restarts
 
 
 def test_histogram_buckets_are_upper_bounds() -> None:
@@ -181,6 +211,7 @@ def test_notifier_sends_the_protocol_lines(notify_socket: socket.socket) -> None
         n.status("3/3 running, 0 in backoff")  # unchanged: not sent again
         n.extend(2.5)
         assert received(notify_socket) == {"EXTEND_TIMEOUT_USEC": "2500000"}
+        n.extend(2.5)  # within a second of the last: not sent
         before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         n.reloading()
         got = received(notify_socket)
@@ -188,6 +219,8 @@ def test_notifier_sends_the_protocol_lines(notify_socket: socket.socket) -> None
         assert int(got["MONOTONIC_USEC"]) >= before
         n.stopping()
         assert received(notify_socket)["STOPPING"] == "1"
+        n.extend(3.0)  # the stop's first progress goes out at once
+        assert received(notify_socket) == {"EXTEND_TIMEOUT_USEC": "3000000"}
         n.close()
         n.send(READY=1)  # closed: nothing sent, nothing raised
 
@@ -252,6 +285,40 @@ def test_activated_socket_is_taken_by_name(tmp_path: Path) -> None:
             check=True,
         ).stdout
     assert out == f"{tmp_path / 'control.sock'} []\n"
+
+
+def activate(sock: socket.socket, names: str = "") -> subprocess.CompletedProcess[str]:
+    """activated_socket() in a child that got *sock* as fd 3, as systemd passes it."""
+    script = "import os; os.dup2(int(os.environ['A']), 3)\n"
+    env = {**os.environ, "A": str(sock.fileno()), "LISTEN_FDS": "1", "LISTEN_FDNAMES": names}
+    return subprocess.run(  # this interpreter
+        [sys.executable, "-c", script + ACTIVATED],
+        env=env,
+        pass_fds=(sock.fileno(),),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_socket_that_does_not_listen_is_refused(tmp_path: Path) -> None:
+    """A passed socket that is not listening (Accept=yes) is an error saying what to set."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(tmp_path / "s"))
+        done = activate(sock)
+    assert done.returncode == 1
+    assert "not listening (Accept=yes?): corral needs a listening AF_UNIX stream socket" in (
+        done.stderr
+    )
+
+
+def test_more_names_than_sockets_takes_the_first(tmp_path: Path) -> None:
+    """LISTEN_FDNAMES naming "control" beyond LISTEN_FDS falls back to the first socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(tmp_path / "s"))
+        sock.listen()
+        done = activate(sock, "metrics:control")
+    assert (done.returncode, done.stdout) == (0, f"{tmp_path / 's'} []\n")
 
 
 def test_no_activation_without_our_pid() -> None:
