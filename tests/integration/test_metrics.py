@@ -12,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from corral.daemon.endpoint import MAX_CLIENTS
 from corral.daemon.main import DaemonError
+from corral.daemon.systemd import summary
+from corral.supervisors.core import ChildStatus
 from corral.supervisors.events import ChildExited, ChildStarted
 from tests.integration.test_daemon import make_daemon, serving
 
@@ -240,3 +242,15 @@ async def test_a_port_in_use_stops_the_start(workdir: Path, anyio_backend: str) 
         with pytest.raises(DaemonError, match=rf"cannot listen for metrics on 127\.0\.0\.1:{port}"):
             await daemon.serve()
         assert not (workdir / "control.sock").exists()
+
+
+async def test_census_counts_every_running_supervisors_children(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """Tree.census() counts the children of every running supervisor by state, as STATUS=."""
+    async with serving(make_daemon(workdir, anyio_backend)) as running:
+        conn = await running.connect()
+        await conn.ok("stop", path="/ticker")
+        census = running.tree.census()
+        assert census == {ChildStatus.RUNNING: 5, ChildStatus.STOPPED: 1}
+        assert summary(census) == "5/6 running, 0 in backoff"
