@@ -379,7 +379,8 @@ class TreeCollector:
             for sup in supervisors:
                 out.sample(name, counter[sup.path], supervisor=sup.path)
 
-        timings = sorted(tree.timings.items())
+        alive = {sup.path for sup in supervisors}  # a removed supervisor's timings stay out
+        timings = sorted((p, t) for p, t in tree.timings.items() if p in alive)
         out.family(
             "corral_message_handling_seconds",
             "histogram",
