@@ -167,14 +167,36 @@ def bench_cast(backend: str, sizes: Sizes) -> list[Row]:
     raw_casts = (message.raw_asyncio_casts, message.raw_trio_casts)
     ours, raw = _best_of(sizes, backend, raw_casts, message.corral_casts, sizes.casts)
     target = Target(Bound.RATIO_AT_LEAST, 1.0)
-    return [Row(f"cast throughput ({sizes.casts:,} msgs)", backend, ours, raw, PER_SECOND, target)]
+    timed, raw_again = _best_of(sizes, backend, raw_casts, message.corral_casts_timed, sizes.casts)
+    return [
+        Row(f"cast throughput ({sizes.casts:,} msgs)", backend, ours, raw, PER_SECOND, target),
+        Row(
+            f"cast throughput, metrics on ({sizes.casts:,} msgs)",
+            backend,
+            timed,
+            raw_again,
+            PER_SECOND,
+            Target(Bound.RATIO_AT_LEAST, 0.9),
+        ),
+    ]
 
 
 def bench_call(backend: str, sizes: Sizes) -> list[Row]:
     raw_calls = (message.raw_asyncio_calls, message.raw_trio_calls)
     ours, raw = _best_of(sizes, backend, raw_calls, message.corral_calls, sizes.calls)
     target = Target(Bound.RATIO_AT_LEAST, 0.5)
-    return [Row(f"call round trips ({sizes.calls:,})", backend, ours, raw, PER_SECOND, target)]
+    timed, raw_again = _best_of(sizes, backend, raw_calls, message.corral_calls_timed, sizes.calls)
+    return [
+        Row(f"call round trips ({sizes.calls:,})", backend, ours, raw, PER_SECOND, target),
+        Row(
+            f"call round trips, metrics on ({sizes.calls:,})",
+            backend,
+            timed,
+            raw_again,
+            PER_SECOND,
+            Target(Bound.RATIO_AT_LEAST, 0.5),
+        ),
+    ]
 
 
 def bench_memory(backend: str, sizes: Sizes) -> list[Row]:

@@ -58,10 +58,10 @@ def _sink_tree(expected: int, done: anyio.Event) -> corral.SupervisorSpec:
 # -- casts ---------------------------------------------------------------------------------
 
 
-async def corral_casts(n: int) -> float:
-    """Casts per second into one actor."""
+async def corral_casts(n: int, *, timings: bool = False) -> float:
+    """Casts per second into one actor (*timings*: as the daemon runs it with metrics on)."""
     done = anyio.Event()
-    async with corral.open_tree(_sink_tree(n, done)) as tree:
+    async with corral.open_tree(_sink_tree(n, done), timings=timings) as tree:
         ref = tree.lookup("/sink")
         start = time.perf_counter()
         for i in range(n):
@@ -109,10 +109,10 @@ async def raw_trio_casts(n: int) -> float:
 # -- calls ---------------------------------------------------------------------------------
 
 
-async def corral_calls(n: int) -> float:
-    """Call round trips per second to one actor."""
+async def corral_calls(n: int, *, timings: bool = False) -> float:
+    """Call round trips per second to one actor (*timings*: metrics on)."""
     done = anyio.Event()
-    async with corral.open_tree(_sink_tree(n, done)) as tree:
+    async with corral.open_tree(_sink_tree(n, done), timings=timings) as tree:
         ref = tree.lookup("/sink")
         start = time.perf_counter()
         for i in range(n):
@@ -182,3 +182,11 @@ async def raw_trio_calls(n: int) -> float:
         elapsed = time.perf_counter() - start
         nursery.cancel_scope.cancel()
     return n / elapsed
+
+
+async def corral_casts_timed(n: int) -> float:
+    return await corral_casts(n, timings=True)
+
+
+async def corral_calls_timed(n: int) -> float:
+    return await corral_calls(n, timings=True)

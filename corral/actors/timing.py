@@ -16,7 +16,7 @@ from typing import Final, final
 
 __all__ = ("CALL_BOUNDS", "HANDLING_BOUNDS", "SAMPLE_EVERY", "Histogram", "Timings")
 
-SAMPLE_EVERY: Final = 8  # a power of two: the check is a mask of the handled count
+SAMPLE_EVERY: Final = 32  # a power of two: the check is a mask of the handled count
 SAMPLE_MASK: Final = SAMPLE_EVERY - 1
 # Upper bounds in seconds (Prometheus' `le`); +Inf is implied.
 HANDLING_BOUNDS: Final = (0.00001, 0.0001, 0.001, 0.01, 0.1, 1.0, 10.0)

@@ -384,7 +384,7 @@ class TreeCollector:
         out.family(
             "corral_message_handling_seconds",
             "histogram",
-            "Time to handle one message, sampled (1 in 8 per actor), by supervisor (those"
+            "Time to handle one message, sampled (1 in 32 per actor), by supervisor (those"
             " whose actors handled any).",
         )
         for path, t in timings:

@@ -10,6 +10,7 @@ import anyio.abc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from corral.actors.timing import SAMPLE_EVERY
 from corral.daemon.endpoint import MAX_CLIENTS
 from corral.daemon.main import DaemonError
 from corral.daemon.systemd import summary
@@ -206,18 +207,19 @@ async def test_removed_children_leave_no_series(workdir: Path, anyio_backend: st
 
 
 async def test_calls_and_handling_are_timed(workdir: Path, anyio_backend: str) -> None:
-    """Every answered call is timed; one message in 8 per actor has its handling timed."""
+    """Every answered call is timed; one message in SAMPLE_EVERY per actor has its handling
+    timed."""
     async with serving(make_daemon(workdir, anyio_backend, daemon=METRICS)) as running:
         echo = running.tree.lookup("/echo")
-        for n in range(16):
+        for n in range(2 * SAMPLE_EVERY):
             assert await echo.call(n) == n
         _, text = await get(port_of(running.daemon), "/metrics")
         calls = value(text, "corral_call_duration_seconds_count", supervisor="/")
         handled = value(text, "corral_message_handling_seconds_count", supervisor="/")
-        assert (calls, handled) == (16, 2)
-        assert value(text, "corral_messages_handled_total", path="/echo") == 16
+        assert (calls, handled) == (2 * SAMPLE_EVERY, 2)
+        assert value(text, "corral_messages_handled_total", path="/echo") == 2 * SAMPLE_EVERY
         inf = value(text, "corral_call_duration_seconds_bucket", supervisor="/", le="+Inf")
-        assert inf == 16
+        assert inf == 2 * SAMPLE_EVERY
 
 
 async def test_clients_past_the_limit_are_closed(workdir: Path, anyio_backend: str) -> None:
