@@ -36,7 +36,7 @@ import trio
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ("Measured", "measure_corral", "measure_raw")
+__all__ = ("Measured", "measure_corral", "measure_raw", "write_config")
 
 GROUPS: Final = 100
 
@@ -50,13 +50,14 @@ class Measured:
     rss: int  # bytes
 
 
-def _config(directory: Path, n: int, backend: str) -> Path:
+def write_config(directory: Path, n: int, backend: str, metrics_listen: str = "") -> Path:
+    """The benchmarks' daemon config: *n* Echo workers under 100 supervisors."""
     per_group = max(1, n // GROUPS)
     lines = [
         "[daemon]",
         f'control-socket = "{directory / "control.sock"}"',
         f'state-directory = "{directory / "state"}"',
-        'metrics-listen = ""',
+        f'metrics-listen = "{metrics_listen}"',
         'log-format = "json"',
         'log-level = "warning"',
         f'backend = "{backend}"',
@@ -132,7 +133,7 @@ def _drive(path: Path, status: bytes, statuses: int, pings: int) -> Iterator[flo
 def measure_corral(backend: str, n: int, statuses: int, pings: int, commands: int) -> Measured:
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
         directory = Path(tmp)
-        config = _config(directory, n, backend)
+        config = write_config(directory, n, backend)
         proc = subprocess.Popen(
             [sys.executable, "-m", "corral", "run", str(config)],
             stdout=subprocess.DEVNULL,

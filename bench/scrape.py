@@ -25,7 +25,7 @@ from typing import Final
 import attrs
 import trio
 
-from bench.control import GROUPS
+from bench.control import write_config
 
 __all__ = ("Scraped", "measure_corral", "measure_raw")
 
@@ -42,32 +42,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _config(directory: Path, n: int, backend: str, port: int) -> Path:
-    per_group = max(1, n // GROUPS)
-    lines = [
-        "[daemon]",
-        f'control-socket = "{directory / "control.sock"}"',
-        f'state-directory = "{directory / "state"}"',
-        f'metrics-listen = "127.0.0.1:{port}"',
-        'log-format = "json"',
-        'log-level = "warning"',
-        f'backend = "{backend}"',
-        "[supervisor]",
-    ]
-    for g in range(GROUPS):
-        lines += [
-            "[[supervisor.children]]",
-            f'id = "g{g}"',
-            'type = "supervisor"',
-            "children = [",
-            *(f'  {{ id = "w{w}", start = "corral.demo:Echo" }},' for w in range(per_group)),
-            "]",
-        ]
-    path = directory / "corral.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _scrape(port: int) -> bytes:
@@ -113,7 +87,7 @@ def _measure(port: int, scrapes: int) -> Scraped:
 def measure_corral(backend: str, n: int, scrapes: int) -> Scraped:
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
         port = _free_port()
-        config = _config(Path(tmp), n, backend, port)
+        config = write_config(Path(tmp), n, backend, f"127.0.0.1:{port}")
         proc = subprocess.Popen(
             [sys.executable, "-m", "corral", "run", str(config)],
             stdout=subprocess.DEVNULL,
