@@ -35,7 +35,7 @@ MASK: Final = "<redacted>"
 # possessively (``++``, Python 3.11), so no input makes a pattern backtrack.
 _CLOSE: Final = r"""(?:\\?["'])?[ \t]*+[:=][ \t]*+"""  # a key's closing quote, ":" or "="
 _QUOTED_VALUE: Final = r"""(?:\\?)b?["'])((?!<redacted>)[^"'\\\n]++)"""  # up to the quote
-_BARE_VALUE: Final = r""")((?!<redacted>)[^\s"'\\,;&(){}\[\]<>]++)(?!["'])"""  # up to a blank
+_BARE_VALUE: Final = r""")((?!<redacted>|b["'])[^\s"'\\,;&(){}\[\]<>]++)"""  # up to a blank
 _URL: Final = re.compile(  # scheme://user:PASSWORD@host
     r"""(?<![\w+.-])([a-zA-Z][\w+.-]*+://[^/\s:@"'\\]++:)([^@\s/"'\\]++)@"""
 )

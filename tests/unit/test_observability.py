@@ -144,6 +144,11 @@ REDACT = Redactor(["password", "api-key", "token"])
         ),
         pytest.param('password="hunter 2"', f'password="{MASK}"', id="quoted-with-a-blank"),
         pytest.param("{'password': b'hunter2'}", f"{{'password': b'{MASK}'}}", id="bytes-repr"),
+        pytest.param(
+            "RuntimeError('login with password=hunter2')",
+            f"RuntimeError('login with password={MASK}')",
+            id="at-the-end-of-a-repr",
+        ),
         pytest.param("Authorization: Basic dXNlcjpw", f"Authorization: Basic {MASK}", id="basic"),
         pytest.param("if not token:\\n    raise", "if not token:\\n    raise", id="code-line"),
     ],
