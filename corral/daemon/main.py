@@ -523,10 +523,16 @@ class Daemon:
         if isinstance(template, DynamicSupervisorSpec):  # else added since: trust the spec
             child = template.child
             target = child.start
-            name = f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', '?')}"
-            problem = args_problem(target, {**child.args, **args}, name)
-            if problem is not None:
-                raise SpecError(problem)
+            if isinstance(target, SupervisorSpec | DynamicSupervisorSpec):
+                if args:  # a supervisor is built from its spec: there is nothing to pass
+                    msg = f"supervisor {sup.path!r} starts supervisors, which take no args"
+                    raise SpecError(msg)
+            else:
+                module = getattr(target, "__module__", "?")
+                name = f"{module}:{getattr(target, '__qualname__', '?')}"
+                problem = args_problem(target, {**child.args, **args}, name)
+                if problem is not None:
+                    raise SpecError(problem)
         path = await sup.start_child(args=args, id=child_id)
         return self._done(path, "started")
 

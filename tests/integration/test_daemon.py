@@ -623,6 +623,34 @@ async def test_dynamic_supervisor_commands(workdir: Path, anyio_backend: str) ->
         ]
 
 
+async def test_a_pool_of_supervisors_starts_them_without_args(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """start-child on a pool whose template is a supervisor starts one, and refuses args."""
+    tree = """
+        [supervisor]
+        [[supervisor.children]]
+        id = "teams"
+        type = "supervisor"
+        [supervisor.children.child]
+        id = "team"
+        type = "supervisor"
+        children = [{ id = "w", start = "corral.demo:Echo" }]
+    """
+    async with serving(make_daemon(workdir, anyio_backend, tree)) as running:
+        conn = await running.connect()
+        assert await conn.ok("start-child", supervisor="/teams") == {
+            "path": "/teams/1",
+            "done": "started",
+        }
+        team = await conn.ok("status", path="/teams/1")
+        assert [(c["path"], c["state"]) for c in team["children"]] == [("/teams/1/w", "running")]
+        assert await conn.error("start-child", supervisor="/teams", args={"x": 1}) == (
+            "bad_request",
+            "supervisor '/teams' starts supervisors, which take no args",
+        )
+
+
 async def test_dead_letters_are_listed(workdir: Path, anyio_backend: str) -> None:
     """A message that crashed an actor is a dead letter, listed by path and limit; the
     crash restarts the leader and, under rest-for-one, its follower."""
