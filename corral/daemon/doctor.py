@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from corral.daemon.config import ConfigError, LoadedConfig, load, load_demo
+from corral.daemon.config import ConfigError, DaemonConfig, LoadedConfig, load, load_demo
+from corral.daemon.endpoint import Endpoint
 from corral.supervisors.spec import stop_bound
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def diagnose(config: str | None, *, unit: str, socket_path: Path | None) -> Iter
     answering = yield from _socket(path)
     yield _state(settings.state_path())
     yield _journal()
-    yield _metrics(settings.metrics_listen, answering=answering)
+    yield _metrics(settings, answering=answering)
     yield from _unit(unit, loaded)
 
 
@@ -209,12 +210,12 @@ def _journal() -> Check:
     return Check(Level.OK, "journald", "native logging available (fields and MESSAGE_IDs)")
 
 
-def _metrics(listen: str, *, answering: bool) -> Check:
-    if not listen:
+def _metrics(settings: DaemonConfig, *, answering: bool) -> Check:
+    listen, address = settings.metrics_listen, settings.metrics_address()
+    if address is None:
         return Check(Level.WARN, "metrics", 'metrics-listen is "": nothing to scrape')
-    host, _, port = listen.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if port == "0":
+    host, port = address
+    if port == 0:
         return Check(
             Level.WARN,
             "metrics",
@@ -222,16 +223,16 @@ def _metrics(listen: str, *, answering: bool) -> Check:
             " Prometheus needs a fixed one",
         )
     if answering:
-        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/healthz"
+        url = f"{Endpoint(host, port, {}).address}/healthz"
         try:
-            with urllib.request.urlopen(url, timeout=5) as page:  # our listener
+            with urllib.request.urlopen(url, timeout=5) as page:  # noqa: S310  # http, ours
                 return Check(Level.OK, "metrics", f"{url} answers {page.status}")
         except OSError as exc:
             return Check(Level.FAIL, "metrics", f"the daemon runs but {url} fails: {exc}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         try:
-            probe.bind((host, int(port)))
+            probe.bind((host, port))
         except OSError as exc:
             return Check(
                 Level.FAIL,

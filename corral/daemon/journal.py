@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from corral.actors.registry import within
+from corral.daemon.view import normalize
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -154,7 +155,7 @@ def read(
         command += ["--lines", str(lines)]
     if follow:
         command.append("--follow")
-    top = None if path is None else "/" + "/".join(p for p in path.split("/") if p)
+    top = None if path is None else normalize(path)
     with subprocess.Popen(command, stdout=subprocess.PIPE) as process:  # noqa: S603  # fixed argv
         assert process.stdout is not None
         try:
