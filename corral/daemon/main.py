@@ -124,6 +124,7 @@ class Daemon:
     endpoint: Endpoint | None = None  # the metrics listener, once bound
     _booting: bool = True  # until the whole tree has started
     _status_changed: anyio.Event = attrs.field(factory=anyio.Event)
+    _window: tuple[SupervisorSpec | None, float] = (None, 0.0)  # _progress_window's, per spec
 
     @property
     def spec(self) -> SupervisorSpec:
@@ -168,14 +169,21 @@ class Daemon:
         except CorralError:
             return False
 
-    def ready(self) -> bool:
-        """What /readyz says: the tree has started, the daemon is not stopping, and the root
-        supervisor is not at the end of its restart budget."""
+    def unready(self) -> str | None:
+        """Why /readyz says 503, or None when ready: the tree has started, the daemon is not
+        stopping, and the root supervisor is not at the end of its restart budget."""
         tree = self.tree
-        if tree is None or self._booting or self._stopping:
-            return False
-        root = tree.root.core
-        return root.intensity.intensity == 0 or root.intensity.remaining(anyio.current_time()) > 0
+        if tree is None or self._booting:
+            return "starting"
+        if self._stopping:
+            return "stopping"
+        budget = tree.root.core.intensity
+        if budget.intensity and not budget.remaining(anyio.current_time()):
+            return "root at its restart limit"
+        return None
+
+    def ready(self) -> bool:
+        return self.unready() is None
 
     def metrics(self) -> str:
         """The Prometheus exposition, as `/metrics` serves it."""
@@ -186,16 +194,10 @@ class Daemon:
             return text_page(200, "ok: the event loop answers\n")
 
         def readyz() -> Page:
-            if self.ready():
-                return text_page(200, "ready\n")
-            why = (
-                "starting"
-                if self._booting
-                else "stopping"
-                if self._stopping
-                else "root at its restart limit"
+            why = self.unready()
+            return (
+                text_page(200, "ready\n") if why is None else text_page(503, f"not ready: {why}\n")
             )
-            return text_page(503, f"not ready: {why}\n")
 
         def metrics() -> Page:
             return 200, CONTENT_TYPE, exposition(self.collector, self.process)
@@ -211,7 +213,15 @@ class Daemon:
             self._status_changed.set()
 
     def _progress_window(self) -> float:
-        """How much more systemd should wait after each child that starts or stops."""
+        """How much more systemd should wait after each child that starts or stops (worked
+        out once per config: it is asked at every event of a boot or a stop)."""
+        spec, window = self._window
+        if spec is not self.spec:
+            window = self._longest_progress_window()
+            self._window = (self.spec, window)
+        return window
+
+    def _longest_progress_window(self) -> float:
         longest = 0.0
         specs = list(self.spec.children)
         while specs:
