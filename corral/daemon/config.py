@@ -32,12 +32,14 @@ The file (keys are kebab-case)::
 
 from __future__ import annotations
 
+import errno
 import grp
 import importlib
 import importlib.resources
 import inspect
 import os
 import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, get_args
 
@@ -94,8 +96,9 @@ class Base(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     """Config base: unknown keys are errors (typos fail loudly)."""
 
 
-Seconds = Annotated[float, msgspec.Meta(ge=0)]
-Positive = Annotated[float, msgspec.Meta(gt=0)]
+MAX_SECONDS: Final = 1e9  # about 31 years: beyond it a duration is a typo, or `inf`
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
+Positive = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 StrategyName = Literal["one-for-one", "one-for-all", "rest-for-one"]
 RestartName = Literal["permanent", "transient", "temporary"]
@@ -223,6 +226,7 @@ _CHOICES: Final = {
     "socket-mode": ("0o600", "0o660"),
 }
 _MSGSPEC_ERROR = re.compile(r"^(?P<what>.*?)(?: - at `(?P<at>[^`]*)`)?$")
+_TOO_LARGE = re.compile(r"^Expected `float` <= 1000000000\.0$")  # MAX_SECONDS
 _ENUM_VALUE = re.compile(r"^Invalid enum value (?P<value>.*)$")
 _WRONG_TYPE = re.compile(r"^Expected `[^`]*`, got `(?P<found>[^`]*)`$")
 
@@ -248,10 +252,40 @@ def load(path: str | os.PathLike[str]) -> LoadedConfig:
     """
     source = os.fspath(path)
     try:
-        data = Path(source).read_bytes()
+        data = _read(source)
     except OSError as exc:
-        raise ConfigError(source, f"cannot read the config: {exc.strerror}") from None
+        raise ConfigError(source, f"cannot read the config: {exc.strerror or exc}") from None
     return parse(data, source)
+
+
+MAX_CONFIG_SIZE: Final = 16 * 1024 * 1024  # bytes: a tree of 100,000 declared children fits
+
+
+def _read(source: str) -> bytes:
+    """The file's bytes: a regular file of at most ``MAX_CONFIG_SIZE`` bytes. Opened without
+    blocking, so that a FIFO does not hang the reader, and read no further than the limit,
+    so that /dev/zero does not fill the memory."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    with open(os.open(source, flags), "rb") as f:  # a descriptor, not a path
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            msg = f"{kind}, not a regular file: give the path of a TOML file"
+            raise OSError(errno.EINVAL, msg)
+        data = f.read(MAX_CONFIG_SIZE + 1)
+    if len(data) > MAX_CONFIG_SIZE:
+        msg = f"larger than {MAX_CONFIG_SIZE // (1024 * 1024)} MiB: not a config file"
+        raise OSError(errno.EFBIG, msg)
+    return data
+
+
+_KINDS: Final = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 def load_demo() -> LoadedConfig:
@@ -333,6 +367,11 @@ def _shape_error(source: str, text: str) -> ConfigError:
         found = wrong["found"]
         what = (
             f"expected {_either(_CHOICES[key])}, got {'an' if found[0] in 'aeiou' else 'a'} {found}"
+        )
+    elif _TOO_LARGE.match(what):
+        what = (
+            f"expected a number of seconds up to {MAX_SECONDS:.0f} (about 31 years); for no"
+            ' limit, a shutdown takes "infinity"'
         )
     elif what.startswith("Object contains unknown field"):
         name = what.split("`")[1]
@@ -537,8 +576,11 @@ class _Converter:
             target: object = importlib.import_module(module_name)
             for part in attribute.split("."):
                 target = getattr(target, part)
-        except Exception as exc:  # an import runs arbitrary code: any failure is reported
-            msg = f"cannot import {name!r}: {type(exc).__name__}: {exc}"
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            # An import runs arbitrary code: any failure is reported, also one that would
+            # end the daemon (sys.exit() in a script taken for a module).
+            text = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            msg = f"cannot import {name!r}: {text}"
             raise self.fail(msg, at) from None
         runnable = (isinstance(target, type) and issubclass(target, Actor)) or (
             inspect.iscoroutinefunction(target)

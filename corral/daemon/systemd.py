@@ -45,6 +45,7 @@ log = logging.getLogger("corral.systemd")
 SD_LISTEN_FDS_START: Final = 3
 STATUS_EVERY: Final = 1.0  # seconds: the STATUS= line changes at most this often
 EXTEND_EVERY: Final = 1.0  # seconds: EXTEND_TIMEOUT_USEC= is sent at most this often
+MAX_EXTEND: Final = 10**15  # microseconds (about 31 years): what EXTEND_TIMEOUT_USEC can ask
 WATCHDOG_FLOOR: Final = 0.05  # seconds: the shortest pet interval, whatever WATCHDOG_USEC says
 
 
@@ -104,7 +105,10 @@ class Notifier:
         if now - self._extended < EXTEND_EVERY:
             return
         self._extended = now
-        self.send(EXTEND_TIMEOUT_USEC=int(seconds * 1e6))
+        # A window past MAX_EXTEND (an "infinity" shutdown, a huge timeout) is sent as
+        # MAX_EXTEND: an integer systemd accepts, and more than any stop will take.
+        usec = MAX_EXTEND if not seconds < MAX_EXTEND / 1e6 else int(seconds * 1e6)
+        self.send(EXTEND_TIMEOUT_USEC=usec)
 
     async def pet(self, healthy: Callable[[], bool]) -> None:
         """``WATCHDOG=1`` every half interval while *healthy*; returns at once without one."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -410,8 +411,9 @@ STRATEGIES = '"one-for-one", "one-for-all" or "rest-for-one"'
         ),
         pytest.param(
             child('id = "a"', ECHO, "backoff = { initial = inf }"),
-            "backoff initial must be a finite number of seconds, got inf",
-            f"{C0}.backoff",
+            "expected a number of seconds up to 1000000000 (about 31 years); for no limit, a"
+            ' shutdown takes "infinity"',
+            f"{C0}.backoff.initial",
             id="backoff-infinite",
         ),
         pytest.param(
@@ -651,6 +653,68 @@ def test_a_directory_is_not_a_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         config.load(tmp_path)
     assert str(info.value) == f"{tmp_path}: cannot read the config: Is a directory"
+
+
+def test_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    """A FIFO given as the config is refused at once (reading it would wait for a writer)."""
+    fifo = tmp_path / "corral.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as info:
+        config.load(fifo)
+    assert str(info.value) == (
+        f"{fifo}: cannot read the config: a FIFO, not a regular file: give the path of a TOML file"
+    )
+
+
+def test_a_device_is_refused_without_reading_it() -> None:
+    """/dev/zero is refused before a byte is read (it never ends)."""
+    with pytest.raises(ConfigError) as info:
+        config.load("/dev/zero")
+    assert str(info.value) == (
+        "/dev/zero: cannot read the config: a character device, not a regular file: give the"
+        " path of a TOML file"
+    )
+
+
+def test_a_huge_file_is_refused(tmp_path: Path) -> None:
+    """A file over the size limit is refused, whatever it holds, and not read past it."""
+    big = tmp_path / "corral.toml"
+    with big.open("wb") as f:
+        f.truncate(config.MAX_CONFIG_SIZE + 1)  # sparse: costs no disk
+    with pytest.raises(ConfigError) as info:
+        config.load(big)
+    assert (
+        str(info.value) == f"{big}: cannot read the config: larger than 16 MiB: not a config file"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("[daemon]\nprogress-timeout", "inf"),
+        ("[daemon]\nidle-timeout", "1e308"),
+        ("[daemon]\nloop-stall-timeout", "inf"),
+    ],
+)
+def test_endless_durations_are_refused(key: str, value: str) -> None:
+    """inf or 1e308 seconds, which TOML allows, are refused with the range allowed."""
+    with pytest.raises(ConfigError) as info:
+        config.parse(f"{key} = {value}\n[supervisor]\n", "corral.toml")
+    assert str(info.value).startswith(
+        "corral.toml: expected a number of seconds up to 1000000000 (about 31 years); for no"
+        ' limit, a shutdown takes "infinity" at $.daemon.'
+    )
+
+
+def test_an_endless_child_shutdown_is_refused() -> None:
+    """A child's shutdown of 1e308 seconds is refused; "infinity" says it on purpose."""
+    child = '[[supervisor.children]]\nid = "a"\nstart = "corral.demo:Echo"\nshutdown = {}\n'
+    with pytest.raises(
+        ConfigError, match=r"up to 1000000000 .* at \$\.supervisor\.children\[0\]\.shutdown$"
+    ):
+        config.parse("[supervisor]\n" + child.format("1e308"), "corral.toml")
+    spec = config.parse("[supervisor]\n" + child.format('"infinity"'), "corral.toml").spec
+    assert spec.children[0].shutdown == "infinity"
 
 
 # -- daemon paths ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ running tree: real datagram sockets, real file descriptors, real frames."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from corral.actors.timing import Histogram
 from corral.daemon.loop import LoopMonitor, running_actor
 from corral.daemon.metrics import Counters
 from corral.daemon.redact import MASK, Redactor
-from corral.daemon.systemd import Notifier, activated_socket
+from corral.daemon.systemd import MAX_EXTEND, Notifier, activated_socket
 from corral.supervisors.events import (
     ChildExited,
     ChildStarted,
@@ -228,6 +229,17 @@ def test_notifier_sends_the_protocol_lines(notify_socket: socket.socket) -> None
         assert received(notify_socket) == {"EXTEND_TIMEOUT_USEC": "3000000"}
         n.close()
         n.send(READY=1)  # closed: nothing sent, nothing raised
+
+
+@pytest.mark.parametrize("seconds", [math.inf, 1e308, math.nan, 1e9], ids=str)
+def test_an_endless_extension_is_sent_clamped(notify_socket: socket.socket, seconds: float) -> None:
+    """A window too long for an integer (an "infinity" shutdown, 1e308 s) is sent as the
+    largest extension, not lost to an OverflowError."""
+    with notify_socket:
+        n = Notifier({"NOTIFY_SOCKET": notify_socket.getsockname()})
+        n.extend(seconds)
+        assert received(notify_socket) == {"EXTEND_TIMEOUT_USEC": str(MAX_EXTEND)}
+        n.close()
 
 
 def test_notifier_without_a_socket_does_nothing() -> None:
