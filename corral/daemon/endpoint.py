@@ -1,11 +1,17 @@
 """The HTTP listener for Prometheus and probes: ``/metrics``, ``/healthz``, ``/readyz``.
 
 A minimal HTTP/1.x server on the daemon's own event loop (GET and HEAD, one request per
-connection, at most ``MAX_CLIENTS`` at once): the snapshot behind ``/metrics`` is taken on
-the loop that owns the tree, with no thread touching it, and ``/healthz`` is answered by that
-same loop, so a loop that is blocked does not answer at all, which is what a liveness probe
-must see. Requests are bounded (8 KiB of head, ``REQUEST_TIMEOUT`` to send it), anything else
-gets a plain 4xx, and a failed accept (out of file descriptors) is retried, never fatal.
+connection): the snapshot behind ``/metrics`` is taken on the loop that owns the tree, with no
+thread touching it, and ``/healthz`` is answered by that same loop, so a loop that is blocked
+does not answer at all, which is what a liveness probe must see. Requests are bounded (8 KiB
+of head, ``REQUEST_TIMEOUT`` to send it), anything else gets a plain 4xx, and a failed accept
+(out of file descriptors) is retried, never fatal.
+
+Any local user can connect, so slow clients must not starve the probes: at most
+``MAX_CLIENTS`` connections are kept, and a new one past that closes the *oldest* (a client
+that has not finished its request, or does not read its answer, long after a probe would
+have). A probe, which sends its request at once and reads its answer, is served whatever
+number of idle connections others hold open.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ __all__ = ("Endpoint", "Page", "text_page")
 log = logging.getLogger("corral.metrics")
 
 MAX_HEAD: Final = 8192
-MAX_CLIENTS: Final = 16  # at once: Prometheus and a few probes need no more
+MAX_CLIENTS: Final = 64  # kept at once; a new one past that closes the oldest
 REQUEST_TIMEOUT: Final = 10.0
+_GONE: Final = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 _REASONS: Final = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 _REASONS_5XX: Final = {500: "Internal Server Error", 503: "Service Unavailable"}
 
@@ -44,7 +51,8 @@ class Endpoint:
         self.port = port
         self.pages = pages
         self._listener: anyio.streams.stapled.MultiListener[anyio.abc.SocketStream] | None = None
-        self._clients = 0
+        self._clients: dict[int, anyio.CancelScope] = {}  # by arrival: the oldest first
+        self._arrivals = 0
 
     @property
     def address(self) -> str:
@@ -83,29 +91,36 @@ class Endpoint:
                 await self.aclose()
 
     async def _accept(self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
-        """Accept forever; past ``MAX_CLIENTS`` a new client is closed at once, and a failed
+        """Accept forever; past ``MAX_CLIENTS`` the oldest client is closed, and a failed
         accept (no file descriptors left, say) is logged and retried, never fatal."""
+        failing = False
         while True:
             try:
                 stream = await listener.accept()
             except OSError as exc:
-                log.warning("metrics listener: accept failed: %s; retrying in 1 s", exc)
+                if not failing:
+                    log.warning("metrics listener: accept failed: %s; retrying every 1 s", exc)
+                failing = True
                 await anyio.sleep(1.0)
                 continue
-            if self._clients >= MAX_CLIENTS:
-                await stream.aclose()
-                continue
-            self._clients += 1  # here, not in the task: the next accept must see it
-            tg.start_soon(self._connection, stream)
+            failing = False
+            if len(self._clients) >= MAX_CLIENTS:
+                oldest = next(iter(self._clients))
+                self._clients.pop(oldest).cancel()
+            self._arrivals += 1  # here, not in the task: the next accept must see it
+            scope = self._clients[self._arrivals] = anyio.CancelScope()
+            tg.start_soon(self._connection, stream, self._arrivals, scope)
 
-    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+    async def _connection(
+        self, stream: anyio.abc.SocketStream, arrival: int, scope: anyio.CancelScope
+    ) -> None:
         try:
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            with scope, contextlib.suppress(*_GONE):
                 async with stream:
                     page, head_only = await self._read(stream)
                     await self._respond(stream, page, head_only=head_only)
         finally:
-            self._clients -= 1
+            self._clients.pop(arrival, None)
 
     async def _read(self, stream: anyio.abc.SocketStream) -> tuple[Page, bool]:
         reader = BufferedByteReceiveStream(stream)

@@ -22,6 +22,7 @@ import msgspec
 
 __all__ = (
     "CHANGES",
+    "MAX_DEPTH",
     "MAX_FRAME",
     "Code",
     "DeadLetterInfo",
@@ -327,10 +328,40 @@ def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message) + b"\n"
 
 
+MAX_DEPTH: Final = 32
+"""How deeply ``start-child`` args may nest: actors' keyword arguments need a few levels, and
+a value nested 1,000 deep breaks whatever walks it (``repr``, a log line) by recursion."""
+
+
 def decode_request(frame: bytes) -> Request:
-    """Raises ``msgspec.DecodeError`` (``ValidationError`` for wrong shapes)."""
-    request: Request = _request_decoder.decode(frame)
+    """Raises ``msgspec.DecodeError`` (``ValidationError`` for wrong shapes, nesting too
+    deep included)."""
+    try:
+        request: Request = _request_decoder.decode(frame)
+    except RecursionError:
+        msg = f"nested too deeply to read (args may nest {MAX_DEPTH} levels of arrays and objects)"
+        raise msgspec.ValidationError(msg) from None
+    if isinstance(request, StartChild) and _deeper_than(request.args, MAX_DEPTH):
+        msg = f"args nested more than {MAX_DEPTH} levels deep - at `$.args`"
+        raise msgspec.ValidationError(msg)
     return request
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether *value* nests lists and dicts more than *limit* levels (without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[Any] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def decode_response(frame: bytes) -> Response:

@@ -190,16 +190,26 @@ class EventBus:
     ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
         """Events as an async stream while the context is open.
 
-        A reader slower than the events loses the newest ones past *max_buffer*; that is
-        logged, never blocking the supervisors.
+        A reader slower than the events loses the newest ones past *max_buffer*, never
+        blocking the supervisors; that is logged once per stream (a reader that never reads
+        would otherwise add a line to the log for every event).
         """
         send, receive = anyio.create_memory_object_stream[Event](max_buffer or math.inf)
+        behind = False
 
         def forward(event: Event) -> None:
+            nonlocal behind
             try:
                 send.send_nowait(event)
             except anyio.WouldBlock:
-                logger.warning("event stream reader is behind; dropped %r", event)
+                if not behind:
+                    behind = True
+                    logger.warning(
+                        "event stream reader is behind (%d events unread): dropping new"
+                        " events for it, from %r on",
+                        max_buffer,
+                        event,
+                    )
 
         unsubscribe = self.subscribe(forward)
         try:

@@ -70,6 +70,14 @@ def line(request: dict[str, Any]) -> bytes:
     return json.dumps(request).encode() + b"\n"
 
 
+def nested(depth: int) -> object:
+    """A list inside a list, *depth* deep."""
+    value: object = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 UNKNOWN = "unknown or missing command ("
 INVALID = "invalid request: "
 MALFORMED = [
@@ -144,6 +152,27 @@ MALFORMED = [
         INVALID,
         "at `$.args`",
         id="args-not-object",
+    ),
+    pytest.param(
+        b'{"command": "start-child", "supervisor": "/", "args": {"a": '
+        + b"[" * 5000
+        + b"]" * 5000
+        + b"}}\n",
+        INVALID,
+        "nested too deeply to read (args may nest 32 levels of arrays and objects)",
+        id="args-5000-deep",
+    ),
+    pytest.param(
+        b'{"x": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b', "command": "status"}\n',
+        INVALID,
+        "nested too deeply to read",
+        id="unknown-field-5000-deep",
+    ),
+    pytest.param(
+        line({"command": "start-child", "supervisor": "/", "args": {"a": nested(40)}}),
+        INVALID,
+        "args nested more than 32 levels deep - at `$.args`",
+        id="args-40-deep",
     ),
     pytest.param(
         line({"command": "reload", "dry_run": "yes"}),

@@ -77,3 +77,22 @@ async def test_failing_observer_is_logged_and_does_not_disturb_the_tree(
     assert caplog.records
     assert all(r.getMessage().startswith("event observer ") for r in caplog.records)
     assert all(isinstance(r.exc_info[1], RuntimeError) for r in caplog.records if r.exc_info)
+
+
+async def test_a_reader_that_never_reads_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A stream whose reader falls behind keeps its first events, drops the newer ones and
+    says so in one log line, however many it drops (one line per reader, not per event)."""
+    events = EventLog()
+    with anyio.fail_after(HANG_GUARD), caplog.at_level(logging.WARNING, logger="corral.events"):
+        async with corral.open_tree(one_worker()) as tree:
+            tree.events.subscribe(events)
+            async with tree.events.stream(max_buffer=2) as stream:
+                for restarts in range(1, 4):  # each crash publishes four events
+                    tree.lookup("/a").cast_nowait("crash")
+                    await events.wait_for(corral.ChildStarted, "/a", restarts=restarts)
+                kept = [stream.receive_nowait() for _ in range(2)]
+                with pytest.raises(anyio.WouldBlock):
+                    stream.receive_nowait()
+    assert summary(kept) == [("MessageDeadLettered", "/a"), ("ChildExited", "/a")]
+    behind = [r for r in caplog.records if "event stream reader is behind" in r.getMessage()]
+    assert len(behind) == 1

@@ -222,17 +222,24 @@ async def test_calls_and_handling_are_timed(workdir: Path, anyio_backend: str) -
         assert inf == 2 * SAMPLE_EVERY
 
 
-async def test_clients_past_the_limit_are_closed(workdir: Path, anyio_backend: str) -> None:
-    """With MAX_CLIENTS connections open, the next is closed unanswered; then all is well."""
+async def test_slow_clients_never_keep_a_probe_out(workdir: Path, anyio_backend: str) -> None:
+    """However many connections others hold open without finishing a request, a probe is
+    answered: past MAX_CLIENTS each new connection closes the oldest."""
     async with serving(make_daemon(workdir, anyio_backend, daemon=METRICS)) as running:
         port = port_of(running.daemon)
-        idle = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(MAX_CLIENTS)]
+        slow = []
+        for _ in range(3 * MAX_CLIENTS):
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+            await stream.send(b"GET /metrics HTTP/1.1\r\n")  # and never the rest
+            slow.append(stream)
         try:
-            assert await http(port, b"GET /healthz HTTP/1.1\r\n\r\n") == (0, {}, b"")
+            assert await get(port, "/healthz") == (200, "ok: the event loop answers\n")
+            with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                await slow[0].receive()  # the oldest was closed, unanswered
         finally:
-            for stream in idle:
+            for stream in slow:
                 await stream.aclose()
-        await anyio.wait_all_tasks_blocked()  # the server has seen them go
+        await anyio.wait_all_tasks_blocked()
         assert await get(port, "/healthz") == (200, "ok: the event loop answers\n")
 
 

@@ -16,6 +16,7 @@ def test_all_is_pinned() -> None:
     """The protocol module exports exactly its public names, as a tuple."""
     assert protocol.__all__ == (
         "CHANGES",
+        "MAX_DEPTH",
         "MAX_FRAME",
         "Code",
         "DeadLetterInfo",
