@@ -8,8 +8,10 @@ as a secret:
 - the value of a key whose name contains one of the ``redact`` names (default ``password``,
   ``passwd``, ``secret``, ``token``, ``apikey``, ``credential``, ``dsn``; case, ``-`` and ``_``
   ignored), written ``key=value``, ``key: value``, ``'key': 'value'`` or ``"key": "value"``
-  (as in actor args, exception messages and reprs);
-- the password of a URL (``scheme://user:PASSWORD@host``);
+  (as in actor args, exception messages and reprs); a bare value runs to a blank (``a,b`` is
+  one value), a list or tuple value (``tokens=['a', 'b']``, ``password=(x)``) to its closing
+  bracket;
+- the password of a URL (``scheme://user:PASSWORD@host``, the user possibly empty);
 - a bearer token (``Bearer TOKEN``).
 
 Each becomes ``<redacted>``; the key, the user and the host stay, so the line still says
@@ -35,9 +37,13 @@ MASK: Final = "<redacted>"
 # possessively (``++``, Python 3.11), so no input makes a pattern backtrack.
 _CLOSE: Final = r"""(?:\\?["'])?[ \t]*+[:=][ \t]*+"""  # a key's closing quote, ":" or "="
 _QUOTED_VALUE: Final = r"""(?:\\?)b?["'])((?!<redacted>)[^"'\\\n]++)"""  # up to the quote
-_BARE_VALUE: Final = r""")((?!<redacted>|b["'])[^\s"'\\,;&(){}\[\]<>]++)"""  # up to a blank
-_URL: Final = re.compile(  # scheme://user:PASSWORD@host
-    r"""(?<![\w+.-])([a-zA-Z][\w+.-]*+://[^/\s:@"'\\]++:)([^@\s/"'\\]++)@"""
+_BARE_CHARS: Final = r"""[^\s"'\\,;&(){}\[\]<>]++"""
+# up to a blank; "a,b" is one value, "a, b" two
+_BARE_VALUE: Final = rf""")((?!<redacted>|b["']){_BARE_CHARS}(?:,{_BARE_CHARS})*+)"""
+# a list or tuple: ['a', 'b'], (x); all of it up to its closing bracket (or the line's end)
+_LIST_VALUE: Final = r""")[\[(]((?!<redacted>)[^\])\n]++)"""
+_URL: Final = re.compile(  # scheme://user:PASSWORD@host, the user possibly empty
+    r"""(?<![\w+.-])([a-zA-Z][\w+.-]*+://[^/\s:@"'\\]*+:)([^@\s/"'\\]++)@"""
 )
 _SCHEME: Final = re.compile(
     r"(?i)(?<![\w-])((?:bearer|basic)[ \t]++)((?!<redacted>)[\w.~+/-]++=*+)"
@@ -60,7 +66,8 @@ class Redactor:
             key = rf"(?i)((?:{'|'.join(map(_loose, self._names))})[\w-]{{0,64}}+"
             self._pairs = (
                 re.compile(key + _CLOSE + _QUOTED_VALUE),  # 'password': 'x', \"token\": \"x\"
-                re.compile(key + _CLOSE + _BARE_VALUE),  # password=x, token: x
+                re.compile(key + _CLOSE + _LIST_VALUE),  # tokens=['a', 'b'], password=(x)
+                re.compile(key + _CLOSE + _BARE_VALUE),  # password=x, token: x, secret=a,b
             )
 
     def __call__(self, text: str) -> str:
@@ -77,7 +84,9 @@ class Redactor:
 
     def encoded(self, frame: bytes) -> bytes:
         """*frame* (UTF-8 JSON) with its secrets redacted; the result is still valid JSON,
-        since no pattern takes a backslash or a quote and the mask has neither."""
+        since the mask has neither a backslash nor a quote and no pattern takes a quote or a
+        backslash but a list's whole content (whose escapes end before its bracket: valid
+        JSON has no ``\\]`` or ``\\)``)."""
         text = frame.decode()
         redacted = self(text)
         return frame if redacted == text else redacted.encode()

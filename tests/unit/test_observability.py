@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import tracemalloc
 from typing import TYPE_CHECKING
 
 import pytest
@@ -102,6 +103,35 @@ def test_ended_children_of_a_pool_are_forgotten() -> None:
     assert dict(c.exits) == {("/pool/*", "normal"): 100}
 
 
+def test_children_gone_for_good_leave_nothing_behind() -> None:
+    """A pool's children that end for good (temporary, terminated) leave no memory behind,
+    scrape or no scrape: what is kept per path is swept as it grows."""
+    live = {"/pool/keep"}
+    c = Counters(
+        is_dynamic=lambda path: path == "/pool",
+        is_gone=lambda path: path.startswith("/pool/") and path not in live,
+    )
+    c.observe(ChildExited("/pool/keep", "/pool", ExitKind.ERROR, None, 0.0))
+
+    def churn(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            c.observe(ChildStarted(f"/pool/{n}", "/pool", 0, 0.0))
+            c.observe(ChildExited(f"/pool/{n}", "/pool", ExitKind.NORMAL, None, 0.0))
+
+    churn(0, 5_000)  # past the first sweeps: the rest is steady state
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        churn(5_000, 50_000)
+        grown = sum(d.size_diff for d in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    assert grown < 256 * 1024  # 90 bytes per child would be 4.5 MB
+    assert dict(c.exits) == {("/pool/*", "normal"): 55_000, ("/pool/*", "error"): 1}
+    c.observe(ChildStarted("/pool/keep", "/pool", 1, 1.0))  # a live child's end is kept
+    assert dict(c.restarts) == {("/pool/*", "error"): 1}
+
+
 def test_a_first_start_is_never_a_restart() -> None:
     """A child removed and added again (restarts 0) is not counted as restarted."""
     c = Counters()
@@ -152,6 +182,15 @@ REDACT = Redactor(["password", "api-key", "token"])
         ),
         pytest.param("Authorization: Basic dXNlcjpw", f"Authorization: Basic {MASK}", id="basic"),
         pytest.param("if not token:\\n    raise", "if not token:\\n    raise", id="code-line"),
+        pytest.param("tokens=['abc', 'def']", f"tokens=[{MASK}]", id="list-value"),
+        pytest.param("{'tokens': ['abc', 'def']}", f"{{'tokens': [{MASK}]}}", id="list-in-repr"),
+        pytest.param("password=(x) next", f"password=({MASK}) next", id="tuple-value"),
+        pytest.param("tokens=[abc", f"tokens=[{MASK}", id="unclosed-list"),
+        pytest.param("token=a,b", f"token={MASK}", id="value-with-a-comma"),
+        pytest.param("token=a, user=b", f"token={MASK}, user=b", id="comma-then-blank"),
+        pytest.param(
+            "redis://:hunter2@cache:6379/0", f"redis://:{MASK}@cache:6379/0", id="url-no-user"
+        ),
     ],
 )
 def test_secrets_are_redacted(text: str, expected: str) -> None:
@@ -173,6 +212,8 @@ def test_secrets_are_redacted(text: str, expected: str) -> None:
             f"{{'token': {{'a': 1}}, 'max_tokens': {MASK}}}",
         ),
         ('password="a \\" b"', f'password="{MASK}\\" b"'),
+        ("{'tokens': [\"a\\\\\", 'b\\\\']}", f"{{'tokens': [{MASK}]}}"),
+        ('{"tokens": ["a", "b"]} done', f'{{"tokens": [{MASK}]}} done'),
     ],
 )
 def test_redaction_of_a_frame_keeps_it_valid_json(value: str, expected: str | None) -> None:
