@@ -72,6 +72,7 @@ LAG_BOUNDS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 # returned or shut down and its restart type restarts that; "stopped": its supervisor stopped
 # it first (a sibling's restart under one-for-all or rest-for-one, `corral restart`, a reload).
 REASONS: Final = ("error", "exit", "stopped")
+SWEEP_FLOOR: Final = 1024  # Counters keeps this many children's last ends before a sweep
 _STATES: Final = tuple(s.value for s in ChildStatus)
 
 
@@ -80,10 +81,14 @@ class Counters:
     """What the snapshot cannot tell: counts of events, commands and loop lag, by key.
 
     ``is_dynamic(path)`` says whether the supervisor at *path* is dynamic: its children are
-    counted under ``path + "/*"``.
+    counted under ``path + "/*"``. ``is_gone(path)`` says whether the child at *path* has
+    left the tree for good: what is kept per child path is forgotten then, without waiting
+    for a scrape's ``prune``, so that churn (a pool's children started and ended by the
+    hundred thousand) leaves memory flat.
     """
 
     is_dynamic: Callable[[str], bool] = lambda _: False
+    is_gone: Callable[[str], bool] = lambda _: False
     restarts: Counter[tuple[str, str]] = attrs.field(factory=Counter)  # (path, reason)
     exits: Counter[tuple[str, str]] = attrs.field(factory=Counter)  # (path, kind)
     dead_letters: Counter[tuple[str, str]] = attrs.field(factory=Counter)  # (path, reason)
@@ -93,6 +98,7 @@ class Counters:
     lag: Histogram = attrs.field(factory=lambda: Histogram(LAG_BOUNDS))
     stalls: int = 0
     _ended: dict[str, str] = attrs.field(factory=dict)  # path -> reason of its last end
+    _sweep_at: int = SWEEP_FLOOR  # entries in _ended that make the next sweep
 
     def key(self, path: str) -> str:
         """The ``path`` label: the child's, or its dynamic supervisor's ``/*``."""
@@ -108,12 +114,13 @@ class Counters:
                     self.restarts[self.key(path), reason] += 1
             case ChildExited(path=path, kind=kind):
                 self.exits[self.key(path), kind.value] += 1
-                self._ended[path] = "error" if kind is ExitKind.ERROR else "exit"
+                self._end(path, "error" if kind is ExitKind.ERROR else "exit")
             case StartFailed(path=path):
                 self.exits[self.key(path), "start_error"] += 1
-                self._ended[path] = "error"
+                self._end(path, "error")
             case ChildStopped(path=path):
-                self._ended.setdefault(path, "stopped")  # an exit seen first is the reason
+                if path not in self._ended:  # an exit seen first is the reason
+                    self._end(path, "stopped")
             case SupervisorEscalated(path=path):
                 self.escalations[path] += 1
             case SupervisorGaveUp(path=path):
@@ -122,6 +129,18 @@ class Counters:
                 self.dead_letters[self.key(path), reason] += 1
             case _:
                 pass
+
+    def _end(self, path: str, reason: str) -> None:
+        self._ended[path] = reason
+        if len(self._ended) >= self._sweep_at:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Forget the ends of children gone for good (a temporary child's exit, a pool's
+        terminated child: no start will ever read them). Run when the entries have doubled
+        since the last sweep, so its cost is constant per event, amortized."""
+        self._ended = {p: r for p, r in self._ended.items() if not self.is_gone(p)}
+        self._sweep_at = max(SWEEP_FLOOR, 2 * len(self._ended))
 
     def command(self, command: str, result: str) -> None:
         """A control command was answered (*result*: ``ok`` or the error code)."""
