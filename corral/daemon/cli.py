@@ -116,18 +116,33 @@ class Client:
             self._sock.sendall(protocol.encode(request))
         except (BrokenPipeError, ConnectionResetError):
             # Refused before it read anything (busy, forbidden): its answer may be waiting.
-            self._sock.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_WR)
+        except TimeoutError:
+            raise Unreachable(self._silent()) from None
+        except OSError as exc:
+            raise Unreachable(self._gone(exc)) from None
 
     def receive(self) -> bytes:
         try:
             line = self._file.readline(protocol.MAX_FRAME * 64)
         except TimeoutError:
-            msg = f"the daemon at {self.path} did not answer within {self._sock.gettimeout()} s"
-            raise Unreachable(msg) from None
+            raise Unreachable(self._silent()) from None
+        except OSError as exc:  # reset: the daemon died, or exited at start
+            raise Unreachable(self._gone(exc)) from None
         if not line:
-            msg = f"the daemon at {self.path} closed the connection (is it stopping?)"
-            raise Unreachable(msg)
+            raise Unreachable(self._gone(None))
         return line
+
+    def _silent(self) -> str:
+        return f"the daemon at {self.path} did not answer within {self._sock.gettimeout()} s"
+
+    def _gone(self, exc: OSError | None) -> str:
+        why = f" ({exc.strerror or exc})" if exc is not None else ""
+        return (
+            f"the daemon at {self.path} closed the connection{why} before it answered: it is"
+            " stopping, or it exited (see `journalctl -u corral` or its log)"
+        )
 
     def call(self, request: protocol.Request) -> Any:
         """Send *request*; the result, or ``Failed`` with the daemon's error."""
@@ -144,15 +159,16 @@ class Client:
     def stream(self) -> Iterator[dict[str, Any]]:
         """Event lines until the daemon closes the connection."""
         self._sock.settimeout(None)
-        for line in self._file:
-            yield json.loads(line)
+        with contextlib.suppress(ConnectionResetError):  # as closed: the caller says so
+            for line in self._file:
+                yield json.loads(line)
 
 
 def _permission_help(path: Path) -> str:
     try:
         st = path.stat()
-    except OSError:  # pragma: no cover  # connect said permission denied; stat usually works
-        return f"permission denied on {path}"
+    except OSError:  # its directory is closed to us: it says who may enter
+        return _directory_help(path)
     owner = _name(pwd.getpwuid, st.st_uid)
     who = "root" if owner == "root" else f"{owner!r} and root"
     if st.st_mode & stat.S_IWGRP:
@@ -162,6 +178,28 @@ def _permission_help(path: Path) -> str:
             f" (sudo usermod -aG {group} $USER, then log in again), or run as {who}"
         )
     return f"permission denied on {path}: only {who} may use it"
+
+
+def _directory_help(path: Path) -> str:
+    """Why *path* cannot be reached, from the first directory on the way we may not enter."""
+    for directory in reversed(path.parents):
+        try:
+            st = directory.stat()
+        except OSError:
+            break
+        if os.access(directory, os.X_OK):
+            continue
+        owner = _name(pwd.getpwuid, st.st_uid)
+        who = "root" if owner == "root" else f"{owner!r} and root"
+        if st.st_mode & stat.S_IXGRP:
+            group = _name(grp.getgrgid, st.st_gid)
+            return (
+                f"permission denied on {path}: its directory {directory} is open to group"
+                f" {group!r} (sudo usermod -aG {group} $USER, then log in again), or run as"
+                f" {who}"
+            )
+        return f"permission denied on {path}: its directory {directory} is open to {who} only"
+    return f"permission denied on {path}"
 
 
 def _name(lookup: Callable[[int], Any], ident: int) -> str:
@@ -442,6 +480,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from corral.daemon import journal
 
+    problem = journal.unreadable(args.directory)
+    if problem is not None:
+        print(f"corral: {problem}", file=sys.stderr)
+        return Exit.ERROR
     entries = journal.read(
         args.path,
         follow=args.follow,

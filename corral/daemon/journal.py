@@ -17,28 +17,32 @@ of PATH and below.
 
 from __future__ import annotations
 
+import grp
 import json
 import logging
 import os
 import shutil
 import subprocess
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from corral.actors.registry import within
 from corral.daemon.view import normalize
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
 
 __all__ = (
     "FIELDS",
     "IDENTIFIER",
+    "JOURNALS",
     "MESSAGE_IDS",
     "JournalHandler",
     "journal_stream",
     "read",
     "render",
+    "unreadable",
 )
 
 IDENTIFIER: Final = "corral"
@@ -124,6 +128,43 @@ class JournalHandler(logging.Handler):
             )
         except Exception:
             self.handleError(record)
+
+
+JOURNALS: Final = (Path("/var/log/journal"), Path("/run/log/journal"))
+
+
+def unreadable(directory: str | None, journals: Sequence[Path] = JOURNALS) -> str | None:
+    """Why the system journal cannot be read here, or None: there is none (journald does not
+    run, or keeps nothing), or its files are not ours to read (and which group may)."""
+    if directory is not None:
+        found = sorted(Path(directory).glob("*.journal")) + sorted(
+            Path(directory).glob("*/*.journal")
+        )
+        where = directory
+    else:
+        found = [f for top in journals for f in sorted(top.glob("*/system*.journal"))]
+        where = " or ".join(str(top) for top in journals)
+    if not found:
+        return (
+            f"no systemd journal in {where}: journald does not run here or keeps no files;"
+            " the daemon then logs to its stderr (`corral run` in a terminal, or where its"
+            " service manager keeps it)"
+        )
+    if any(os.access(f, os.R_OK) for f in found):
+        return None
+    group = _group_of(found[0])
+    return (
+        f"you may not read the system journal ({found[0].parent}): members of group"
+        f" {group!r} may (sudo usermod -aG {group} $USER, then log in again), or run as root"
+    )
+
+
+def _group_of(path: Path) -> str:
+    gid = path.stat().st_gid
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def read(
