@@ -33,6 +33,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from corral.daemon import protocol, view
 from corral.daemon.config import ConfigError
+from corral.daemon.directory import open_directory
+from corral.daemon.listener import accept
 from corral.daemon.redact import Redactor
 from corral.errors import (
     ActorNotRunningError,
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
     from corral.daemon.config import DaemonConfig
     from corral.daemon.main import Daemon
 
-__all__ = ("ControlServer", "DaemonStoppingError", "Peer", "peer_of")
+__all__ = ("ControlServer", "DaemonStoppingError", "NotConfiguredError", "Peer", "peer_of")
 
 log = logging.getLogger("corral.control")
 _GONE: Final = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)  # client left
@@ -66,6 +68,10 @@ _SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
 
 class DaemonStoppingError(CorralError):
     """The daemon began to stop while a command was under way; it was not carried out."""
+
+
+class NotConfiguredError(CorralError):
+    """The daemon runs without a tree: its config (or state directory) is unusable."""
 
 
 _CODES: Final[tuple[tuple[type[Exception], protocol.Code], ...]] = (
@@ -82,6 +88,7 @@ _CODES: Final[tuple[tuple[type[Exception], protocol.Code], ...]] = (
     (ConfigError, protocol.Code.INVALID_CONFIG),
     (SpecError, protocol.Code.BAD_REQUEST),
     (DaemonStoppingError, protocol.Code.STOPPING),
+    (NotConfiguredError, protocol.Code.INVALID_CONFIG),
 )
 _COMMANDS: Final = ", ".join(sorted(t.__struct_config__.tag for t in protocol.Request.__args__))
 
@@ -122,16 +129,23 @@ class ControlServer:
         on_answer: Callable[[str, str], None] | None = None,
     ) -> None:
         self.daemon = daemon
-        self.settings = settings
         self._on_answer = on_answer  # (command, "ok" or the error code): for metrics
-        self._redact = Redactor(settings.redact)  # every frame sent: see redact.py
         self.path = settings.socket_path()
         self._listener: anyio.abc.SocketListener | None = None
         self._sock: socket.socket | None = None
+        self._dir: int | None = None  # the socket's directory, checked (directory.py)
         self._connections = 0
         self._bound = False
+        self._socket_gids: set[int] = set()  # the socket file's group, when it may connect
+        self.apply(settings)
+
+    def apply(self, settings: DaemonConfig) -> None:
+        """Serve by *settings* from now on (limits, who may connect, what is redacted); the
+        socket itself is not moved."""
+        self.settings = settings
+        self._redact = Redactor(settings.redact)  # every frame sent: see redact.py
         self._uids = {0, os.getuid(), *settings.allowed_uids}
-        self._gids = set(settings.allowed_gids)
+        self._gids = {*settings.allowed_gids, *self._socket_gids}
 
     # -- the socket file ----------------------------------------------------------------------
 
@@ -140,8 +154,14 @@ class ControlServer:
         serve the *activated* one that systemd passed (its ``.socket`` unit sets path, mode and
         group; it is left in place at exit, for the next start).
 
+        The daemon often runs as root, so nothing is done by a path another user could
+        change: the socket's directory must be one only root or the daemon's user can write
+        (``directory.open_directory``), the mode comes from the umask at ``bind``, and the
+        group is set through the checked directory without following symlinks.
+
         Raises:
-            DaemonError: another daemon serves it, the path is taken, or it cannot be made.
+            DaemonError: another daemon serves it, the path is taken or unsafe, or it cannot
+                be made.
         """
         from corral.daemon.main import DaemonError  # main imports this module
 
@@ -156,6 +176,7 @@ class ControlServer:
                 with contextlib.suppress(OSError):
                     info = self.path.stat()
                     if info.st_mode & 0o060:  # the file's group may connect: so may its peers
+                        self._socket_gids.add(info.st_gid)
                         self._gids.add(info.st_gid)
             log.info("control socket %s passed by systemd (socket activation)", self.path)
             self._listener = await anyio.abc.SocketListener.from_socket(activated)
@@ -167,27 +188,29 @@ class ControlServer:
             except KeyError:  # checked with the config; deleted since
                 msg = f"socket-group {settings.socket_group!r} does not exist: create it or fix it"
                 raise DaemonError(msg) from None
-            self._gids.add(gid)
         path = self.path
         try:
-            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            self._clear_stale(path, DaemonError)
+            self._dir = open_directory(path.parent, create=True, mode=0o755)
+            self._clear_stale(path, self._dir, DaemonError)
         except OSError as exc:
+            self.remove()
             msg = f"cannot serve the control socket {path}: {exc.strerror or exc}"
             raise DaemonError(msg) from None
         sock = self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            old_umask = os.umask(0o177)  # the socket file is born 0600
+            # The file is born with its final mode: 0600, or 0660 for its group.
+            old_umask = os.umask(0o777 & ~settings.socket_mode)
             try:
                 sock.bind(os.fspath(path))
             finally:
                 os.umask(old_umask)
             self._bound = True
             if gid != -1:
-                os.chown(path, -1, gid)
-            os.chmod(path, settings.socket_mode)
+                os.chown(path.name, -1, gid, dir_fd=self._dir, follow_symlinks=False)
             if settings.socket_mode & 0o060:  # the file's group may connect: so may its peers
-                self._gids.add(path.stat().st_gid)
+                st = os.stat(path.name, dir_fd=self._dir, follow_symlinks=False)
+                self._socket_gids.add(st.st_gid)
+                self._gids.add(st.st_gid)
             sock.listen(128)
         except OSError as exc:
             self.remove()
@@ -196,9 +219,9 @@ class ControlServer:
         self._listener = await anyio.abc.SocketListener.from_socket(sock)
 
     @staticmethod
-    def _clear_stale(path: Path, error: type[Exception]) -> None:
+    def _clear_stale(path: Path, directory: int, error: type[Exception]) -> None:
         try:
-            mode = path.lstat().st_mode
+            mode = os.stat(path.name, dir_fd=directory, follow_symlinks=False).st_mode
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(mode):
@@ -208,7 +231,7 @@ class ControlServer:
         try:
             probe.connect(os.fspath(path))
         except OSError:
-            path.unlink()  # left by a daemon that died: nobody listens
+            os.unlink(path.name, dir_fd=directory)  # left by a daemon that died: nobody listens
             return
         finally:
             probe.close()
@@ -221,7 +244,12 @@ class ControlServer:
             self._sock.close()  # closing twice (after the listener did) is harmless
         if self._bound:
             self._bound = False
-            self.path.unlink(missing_ok=True)
+            assert self._dir is not None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path.name, dir_fd=self._dir)
+        if self._dir is not None:
+            os.close(self._dir)
+            self._dir = None
 
     # -- connections --------------------------------------------------------------------------
 
@@ -231,7 +259,7 @@ class ControlServer:
         assert listener is not None  # bind() first
         async with anyio.create_task_group() as tg, listener:
             while True:
-                stream = await listener.accept()
+                stream = await accept(listener, "control socket", log)
                 tg.start_soon(self._connection, stream)
 
     async def _connection(self, stream: anyio.abc.SocketStream) -> None:
@@ -319,6 +347,14 @@ class ControlServer:
                 await self._send(stream, _error(protocol.Code.BAD_REQUEST, _bad_request(exc)))
                 continue
             if isinstance(request, protocol.Events):
+                try:
+                    await self.daemon.serving()
+                except CorralError as exc:
+                    response = self._failure(request, exc)
+                    assert response.error is not None
+                    self._answered("events", response.error.code)
+                    await self._send(stream, response)
+                    continue
                 self._answered("events", "ok")
                 if request.follow:
                     await self._events(stream, reader, request.recent)
@@ -379,8 +415,12 @@ class ControlServer:
             self._on_answer(str(command), result)
 
     def _failure(self, request: protocol.Request, exc: Exception) -> protocol.Response:
-        if self.daemon.tree is None or (
-            self.daemon._stopping and isinstance(exc, UnknownPathError)
+        daemon = self.daemon
+        if daemon.problem is not None and isinstance(exc, ConfigError):
+            message = f"{exc} (the daemon is still not configured)"
+            return _error(protocol.Code.INVALID_CONFIG, message)
+        if not isinstance(exc, NotConfiguredError | DaemonStoppingError) and (
+            daemon.tree is None or (daemon._stopping and isinstance(exc, UnknownPathError))
         ):
             return _error(protocol.Code.STOPPING, f"the daemon is stopping: {exc}")
         for kind, code in _CODES:
@@ -393,9 +433,15 @@ class ControlServer:
 
     async def _dispatch(self, request: protocol.Request) -> object:  # one per command
         daemon = self.daemon
-        match request:
+        match request:  # answered in every phase
             case protocol.Ping():
                 return daemon.ping()
+            case protocol.Shutdown():
+                return daemon.shutdown()
+            case protocol.Reload(dry_run=dry_run):
+                return await daemon.reload(dry_run=dry_run)
+        await daemon.serving()  # the rest waits for the tree
+        match request:
             case protocol.Status(path=path):
                 return daemon.status(path)
             case protocol.Why(path=path):
@@ -416,10 +462,6 @@ class ControlServer:
                 return await daemon.terminate_child(path)
             case protocol.DeleteChild(path=path):
                 return await daemon.delete_child(path)
-            case protocol.Reload(dry_run=dry_run):
-                return await daemon.reload(dry_run=dry_run)
-            case protocol.Shutdown():
-                return daemon.shutdown()
             case protocol.Metrics():
                 return daemon.metrics()
         raise AssertionError(request)  # Events is handled by the connection

@@ -25,6 +25,8 @@ import anyio.abc
 import anyio.streams.stapled
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from corral.daemon.listener import accept
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -93,17 +95,8 @@ class Endpoint:
     async def _accept(self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
         """Accept forever; past ``MAX_CLIENTS`` the oldest client is closed, and a failed
         accept (no file descriptors left, say) is logged and retried, never fatal."""
-        failing = False
         while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if not failing:
-                    log.warning("metrics listener: accept failed: %s; retrying every 1 s", exc)
-                failing = True
-                await anyio.sleep(1.0)
-                continue
-            failing = False
+            stream = await accept(listener, "metrics listener", log)
             if len(self._clients) >= MAX_CLIENTS:
                 oldest = next(iter(self._clients))
                 self._clients.pop(oldest).cancel()

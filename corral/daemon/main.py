@@ -1,14 +1,35 @@
 """``corral run``: the tree from a config file, kept alive, steered over the control socket.
 
-The daemon is one task group: the tree (``open_tree``), the control server, the signal
-handler and a watcher of the root. It stops when told to (SIGTERM, SIGINT, ``corral
-shutdown``) or when the root supervisor ends on its own; either way the tree stops in
-reverse start order first. Exit codes (``ExitCode``) are documented in the README so that
-systemd's ``Restart=`` and ``RestartPreventExitStatus=`` can tell a crash from a bad config.
+The daemon is one task group: the control server, the signal handler, the probes and the
+tree (``open_tree``). It stops when told to (SIGTERM, SIGINT, ``corral shutdown``) or when the
+root supervisor ends on its own; either way the tree stops in reverse start order first. Exit
+codes (``ExitCode``) are documented in the README so that systemd's ``Restart=`` and
+``RestartPreventExitStatus=`` can tell a crash from a bad config.
+
+Its life has phases, and signals are acted on in every one of them:
+
+- *booting*: the children start in order; commands wait for the boot (a ``status`` that
+  started the daemon through socket activation is answered once the tree is up). A SIGTERM
+  cancels the boot: the child still starting is stopped by its shutdown policy and those
+  started before it stop in reverse order.
+- *running*: commands are served; SIGHUP reloads.
+- *stopping*: the tree stops in reverse order; a second SIGTERM or SIGINT forces it.
+- *not configured*: under socket activation only, when the config (or the state directory, or
+  the metrics address) is unusable at start. Restarting cannot fix that, and exiting would make
+  every CLI call start a daemon that exits again until systemd's start limit locks the socket
+  unit out. So the daemon stays up, answers every command with ``invalid_config`` and the
+  reason, and starts the tree when a ``corral reload`` (``systemctl reload``, SIGHUP) finds
+  the file fixed.
+
+The process always exits, within the documented bounds: once the tree has stopped, a child
+that was abandoned (it shields itself from cancellation, and Python cannot kill a task) is
+named in the log and left behind, and so is anything a forced stop could not end at once.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import enum
 import functools
 import gc
@@ -16,16 +37,21 @@ import logging
 import math
 import os
 import signal
+import threading
 from collections import deque
 from importlib.metadata import version
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 import attrs
 
 from corral.actors.registry import join_path, within
 from corral.daemon import protocol, view
 from corral.daemon.config import (
+    DEMO,
     ConfigError,
     DaemonConfig,
     LoadedConfig,
@@ -34,7 +60,7 @@ from corral.daemon.config import (
     load,
     load_demo,
 )
-from corral.daemon.control import ControlServer, DaemonStoppingError
+from corral.daemon.control import ControlServer, DaemonStoppingError, NotConfiguredError
 from corral.daemon.endpoint import Endpoint, Page, text_page
 from corral.daemon.logging import log_event
 from corral.daemon.loop import LoopMonitor
@@ -57,6 +83,7 @@ from corral.errors import (
     UnknownPathError,
     UnsupportedError,
 )
+from corral.supervisors.events import ChildAbandoned
 from corral.supervisors.reconfigure import declared_paths, plan_tree
 from corral.supervisors.spec import (
     ChildSpec,
@@ -68,6 +95,7 @@ from corral.supervisors.spec import (
 from corral.supervisors.tree import open_tree
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import AsyncIterator, Awaitable, Callable
 
     from prometheus_client import CollectorRegistry
@@ -101,12 +129,17 @@ class Killed(Exception):  # reads as what happened to the child: Killed('...')
 
 @attrs.define(eq=False)
 class Daemon:
-    """One daemon: its config, its tree once started, and the operator's commands."""
+    """One daemon: its config, its tree once started, and the operator's commands.
 
-    loaded: LoadedConfig
+    *loaded* is None while the daemon is not configured (``problem`` says why); so is *state*.
+    """
+
+    loaded: LoadedConfig | None
     config_path: str | None  # None: the embedded demo
-    state: StateFile
+    state: StateFile | None
     backend: str
+    problem: CorralError | None = None  # not configured: why (socket activation only)
+    activated: socket.socket | None = None  # the control socket passed by systemd
     tree: Tree | None = None
     started_at: float = 0.0
     exit_code: ExitCode = ExitCode.OK
@@ -122,12 +155,22 @@ class Daemon:
     process: CollectorRegistry = attrs.field(init=False)  # psutil's figures
     monitor: LoopMonitor = attrs.field(init=False)
     endpoint: Endpoint | None = None  # the metrics listener, once bound
+    server: ControlServer | None = None
+    _metrics: anyio.CancelScope | None = None  # the metrics listener's, while it serves
     _booting: bool = True  # until the whole tree has started
+    _boot: anyio.CancelScope | None = None  # the boot's, while it runs: a stop cancels it
+    _reload_after_boot: bool = False  # a SIGHUP came during the boot
+    _configuring: _Configuring | None = None  # a reload that found the file fixed
+    _transition: anyio.Event = attrs.field(factory=anyio.Event)  # set at each change of phase
+    _probes: anyio.abc.TaskGroup | None = None  # tasks that live as long as serve()
+    _abandoned: list[str] = attrs.field(factory=list)  # paths, in the order abandoned
     _status_changed: anyio.Event = attrs.field(factory=anyio.Event)
     _window: tuple[SupervisorSpec | None, float] = (None, 0.0)  # _progress_window's, per spec
+    exit_now: Callable[[int], None] = attrs.field(factory=lambda: _hard_exit)  # tests replace it
 
     @property
     def spec(self) -> SupervisorSpec:
+        assert self.loaded is not None  # asked only once configured
         return self.loaded.spec
 
     def _running_spec(self, spec: SupervisorSpec, path: str = "/") -> SupervisorSpec:
@@ -151,8 +194,8 @@ class Daemon:
     # -- life ---------------------------------------------------------------------------------
 
     def __attrs_post_init__(self) -> None:
-        self.settings = self.loaded.daemon
-        self.counters = Counters(is_dynamic=self._is_dynamic)
+        self.settings = self.loaded.daemon if self.loaded is not None else DaemonConfig()
+        self.counters = Counters(is_dynamic=self._is_dynamic, is_gone=self._is_gone)
         self.monitor = LoopMonitor(self.counters, self.settings.loop_stall_timeout)
         self.collector = TreeCollector(
             lambda: self.tree,
@@ -169,10 +212,23 @@ class Daemon:
         except CorralError:
             return False
 
+    def _is_gone(self, path: str) -> bool:
+        """Whether the child at *path* has left the tree for good: its supervisor runs and
+        has no such child. Below a supervisor that is not running now (in backoff, held),
+        nothing is gone yet."""
+        tree = self.tree
+        parent, _, child_id = path.rpartition("/")
+        try:
+            return tree is not None and child_id not in tree.supervisor(parent or "/")
+        except CorralError:
+            return False
+
     def unready(self) -> str | None:
         """Why /readyz says 503, or None when ready: the tree has started, the daemon is not
         stopping, and the root supervisor is not at the end of its restart budget."""
         tree = self.tree
+        if self.problem is not None:
+            return "not configured"
         if tree is None or self._booting:
             return "starting"
         if self._stopping:
@@ -205,7 +261,10 @@ class Daemon:
         return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz}
 
     def _observe(self, event: Event) -> None:
-        """Keeps systemd informed: progress while booting or stopping, and the STATUS line."""
+        """Keeps systemd informed: progress while booting or stopping, and the STATUS line;
+        and notes the children abandoned (named when the daemon exits without them)."""
+        if isinstance(event, ChildAbandoned) and event.path not in self._abandoned:
+            self._abandoned.append(event.path)
         notifier = self.notifier
         if notifier.enabled:
             if self._booting or self._stopping:
@@ -246,32 +305,37 @@ class Daemon:
             await anyio.sleep(STATUS_EVERY)
 
     async def serve(self, shutdown_trigger: Awaitable[None] | None = None) -> ExitCode:
-        """Run until stopped; returns the exit code. *shutdown_trigger* stops it too (tests)."""
-        settings = self.loaded.daemon
-        server = ControlServer(self, settings, on_answer=self.counters.command)
-        try:
-            activated = activated_socket()
-        except OSError as exc:
-            msg = f"cannot use the control socket passed by systemd: {exc}"
-            raise DaemonError(msg) from None
+        """Run until stopped; returns the exit code. *shutdown_trigger* stops it too (tests).
+
+        Raises:
+            DaemonError, StateError, ConfigError: it cannot run as configured (without
+                socket activation; with it, the daemon serves "not configured" instead).
+        """
+        self.started_at = anyio.current_time()
+        server = self.server = ControlServer(self, self.settings, on_answer=self.counters.command)
+        activated = self.activated
+        if activated is None:
+            try:
+                activated = self.activated = activated_socket()
+            except OSError as exc:
+                msg = f"cannot use the control socket passed by systemd: {exc}"
+                raise DaemonError(msg) from None
         await server.bind(activated)  # first: a daemon refused here must not touch the state
-        # Signals are caught from before the boot: one that comes during it is acted on as
-        # soon as the tree has started, never left to kill the process.
+        # Signals are caught from the start and acted on in every phase: a SIGTERM during the
+        # boot stops it, and one that never gets acted on never kills the process.
         signals = anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        endpoint = None
         try:
-            endpoint = await self._bind_endpoint()
-            held = self._held_at_start()
             with signals as received:
                 failure: CorralError | None = None
-                async with anyio.create_task_group() as probes:  # from before the boot
+                async with anyio.create_task_group() as probes:
+                    self._probes = probes
                     probes.start_soon(self.monitor.run)
-                    if endpoint is not None:
-                        probes.start_soon(self._serve_metrics, endpoint)
                     probes.start_soon(self.notifier.pet, self.monitor.healthy)
+                    probes.start_soon(server.serve)
+                    probes.start_soon(self._signals, received)
                     try:
-                        code = await self._run(server, held, received, shutdown_trigger)
-                    except (StartError, SupervisorGaveUpError) as exc:
+                        code = await self._life(shutdown_trigger)
+                    except CorralError as exc:  # StartError, StateError, DaemonError...
                         failure = exc  # raised below as itself, not in a group
                     finally:
                         probes.cancel_scope.cancel()
@@ -286,18 +350,132 @@ class Daemon:
             return ExitCode.TREE_FAILED
         finally:
             gc.unfreeze()
-            server.remove()
-            self.notifier.close()
-            if endpoint is not None:
-                with anyio.CancelScope(shield=True):
-                    await endpoint.aclose()
+            self._release()
+            with anyio.CancelScope(shield=True):
+                await self._close_endpoint()
+
+    def _release(self) -> None:
+        """What must not outlive the daemon: its socket file, its lock on the state."""
+        if self.server is not None:
+            self.server.remove()
+        self.notifier.close()
+        if self.state is not None:
+            self.state.close()
+
+    async def _close_endpoint(self) -> None:
+        if self._metrics is not None:
+            self._metrics.cancel()
+        endpoint, self.endpoint = self.endpoint, None
+        if endpoint is not None:
+            await endpoint.aclose()
+
+    async def _life(self, shutdown_trigger: Awaitable[None] | None) -> ExitCode:
+        """Configured or not, booting, running: until stopped; the exit code."""
+        while True:
+            configuring = None
+            if self.problem is not None:
+                configuring = await self._until_configured()
+                if configuring is None:
+                    return self.exit_code  # stopped while not configured
+            try:
+                await self._bind_endpoint()
+                held = self._held_at_start()
+            except (DaemonError, StateError) as exc:
+                await self._close_endpoint()
+                self._unconfigured(exc, configuring)
+                continue
+            try:
+                return await self._run(held, configuring, shutdown_trigger)
+            except StartError as exc:
+                if configuring is None:  # at start: systemd's Restart= may help (exit 69)
+                    raise
+                await self._close_endpoint()
+                self._unconfigured(exc, configuring)
+
+    def _unconfigured(self, problem: CorralError, configuring: _Configuring | None) -> None:
+        """*problem* keeps the daemon from running its tree. Under socket activation it
+        stays up and says so (see the module's docstring); otherwise *problem* is raised."""
+        if self.state is not None:
+            self.state.close()  # a reload opens the (maybe new) state directory again
+        if configuring is not None:  # a reload's: it answers with the problem
+            self.problem = problem
+            configuring.fail(problem)
+        elif self.activated is None:
+            raise problem
+        self.problem = problem
+        self._booting = True
+        log.error(
+            "not configured: %s; the control socket answers every command with this until"
+            " the problem is fixed and `corral reload` (systemctl reload) starts the tree",
+            problem,
+            extra={"fields": {"event": "not-configured"}},
+        )
+        self.notifier.ready(f"not configured: {_first_line(problem)} (fix it, then reload)")
+        self._transitioned()
+
+    async def _until_configured(self) -> _Configuring | None:
+        """Wait for a reload that found everything fixed (None: stopped meanwhile)."""
+        while self._configuring is None and not self._stopping:
+            await self._transition.wait()
+        configuring, self._configuring = self._configuring, None
+        if self._stopping:
+            if configuring is not None:
+                configuring.fail(DaemonStoppingError("the daemon is stopping"))
+            return None
+        assert configuring is not None
+        self._adopt(configuring.loaded)
+        return configuring
+
+    def _adopt(self, loaded: LoadedConfig) -> None:
+        """Run *loaded* from now on: its tree, its [daemon] settings (a daemon that was not
+        configured has none in use yet)."""
+        from corral.daemon.logging import setup
+
+        self.loaded = loaded
+        self.problem = None
+        self.settings = settings = loaded.daemon
+        self.state = StateFile(settings.state_path())
+        setup(settings.log_format, settings.log_level, redact=settings.redact)
+        self.monitor.stall_timeout = settings.loop_stall_timeout
+        if self.server is not None:
+            self.server.apply(settings)
+        self._transitioned()
+
+    def _transitioned(self) -> None:
+        """Wake whoever waits for the next phase (commands waiting for the tree, a reload
+        waiting for the boot)."""
+        self._transition.set()
+        self._transition = anyio.Event()
+
+    async def serving(self) -> Tree:
+        """The tree, once it has started: commands wait for the boot.
+
+        Raises:
+            NotConfiguredError: the daemon is not configured (the message says why).
+            DaemonStoppingError: it stopped before the tree was up.
+        """
+        while True:
+            if self.problem is not None:
+                raise NotConfiguredError(self._not_configured_message())
+            if self.tree is not None and not self._booting:
+                return self.tree
+            if self._stopping:
+                msg = "the daemon is stopping"
+                raise DaemonStoppingError(msg)
+            await self._transition.wait()
+
+    def _not_configured_message(self) -> str:
+        assert self.problem is not None
+        reload = "`corral reload` (or `systemctl reload corral`)"
+        return f"the daemon is not configured: {self.problem}; fix it, then {reload}"
 
     async def _serve_metrics(self, endpoint: Endpoint) -> None:
         """The metrics listener; its failure turns metrics off, never the tree."""
-        try:
-            await endpoint.serve()
-        except Exception:
-            log.exception("the metrics listener failed: no metrics until the daemon restarts")
+        with anyio.CancelScope() as self._metrics:
+            try:
+                await endpoint.serve()
+            except Exception:
+                log.exception("the metrics listener failed: no metrics until the daemon restarts")
 
     async def _bind_endpoint(self) -> Endpoint | None:
         address = self.settings.metrics_address()
@@ -321,55 +499,85 @@ class Daemon:
 
     async def _run(
         self,
-        server: ControlServer,
         held: frozenset[str],
-        signals: AsyncIterator[int],
+        configuring: _Configuring | None,
         shutdown_trigger: Awaitable[None] | None,
     ) -> ExitCode:
-        settings = self.loaded.daemon
+        """Boot the tree, run it until asked to stop, stop it; the exit code.
+
+        Raises:
+            StartError: a child failed to start (those started are stopped first).
+            SupervisorGaveUpError: the root gave up.
+        """
+        settings = self.settings
+        assert self.loaded is not None
+        assert self.server is not None
         self.notifier.status(f"starting {len(self.spec.children)} children under /")
-        async with open_tree(
-            self.spec,
-            held=held,
-            on_held=self._save_held,
-            dead_letters=settings.dead_letters,
-            observers=(log_event, self._recent.append, self.counters.observe, self._observe),
-            timings=settings.metrics_address() is not None,
-        ) as tree:
-            self.tree = tree
-            self.started_at = anyio.current_time()
-            self._booting = False
-            gc.freeze()  # the tree's objects are long-lived: keep them out of GC passes
-            self.notifier.ready(summary(tree.census()))
-            log.info(
-                "corral %s ready: %d children under / from %s, control socket %s",
-                version_string(),
-                len(self.spec.children),
-                self.loaded.source,
-                server.path,
-                extra={"fields": {"event": "daemon-ready"}},
-            )
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(server.serve)
-                tg.start_soon(self._signals, signals)
-                tg.start_soon(self._watch_root, tree)
-                tg.start_soon(self._keep_status)
-                if shutdown_trigger is not None:
-                    tg.start_soon(self._stop_after, shutdown_trigger)
-                await self._stop.wait()
+        self._booting = True
+        if self.endpoint is not None:
+            assert self._probes is not None
+            self._probes.start_soon(self._serve_metrics, self.endpoint)
+        with anyio.CancelScope() as boot:
+            self._boot = boot
+            if self._stopping:  # a SIGTERM before the boot began
+                boot.cancel()
+            async with open_tree(
+                self.spec,
+                held=held,
+                on_held=self._save_held,
+                dead_letters=settings.dead_letters,
+                observers=(
+                    log_event,
+                    self._recent.append,
+                    self.counters.observe,
+                    self._observe,
+                ),
+                timings=settings.metrics_address() is not None,
+            ) as tree:
+                self._boot = None
+                self.tree = tree
+                self._booting = False
+                gc.freeze()  # the tree's objects are long-lived: keep them out of GC passes
+                self.notifier.ready(summary(tree.census()))
                 log.info(
-                    "stopping: children stop in reverse start order",
-                    extra={"fields": {"event": "daemon-stopping"}},
+                    "corral %s ready: %d children under / from %s, control socket %s",
+                    version_string(),
+                    len(self.spec.children),
+                    self.loaded.source,
+                    self.server.path,
+                    extra={"fields": {"event": "daemon-ready"}},
                 )
-                self.notifier.stopping()
-                tree.stop()  # the socket still answers meanwhile (status, `stopping`)
-                await tree.wait()
-                tg.cancel_scope.cancel()
-        log.info("stopped")
+                self._transitioned()
+                if configuring is not None:
+                    configuring.succeed()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._watch_root, tree)
+                    tg.start_soon(self._keep_status)
+                    if shutdown_trigger is not None:
+                        tg.start_soon(self._stop_after, shutdown_trigger)
+                    if self._reload_after_boot:
+                        tg.start_soon(self._reload_logged)
+                    await self._stop.wait()
+                    tree.stop()  # the socket still answers meanwhile (status, `stopping`)
+                    await tree.wait_stopped()
+                    # Whatever is left are tasks abandoned after their shutdown timeout:
+                    # they may never end, and the daemon does not wait for them.
+                    self._exit_unless_done_within(EXIT_GRACE)
+                    tg.cancel_scope.cancel()
+        if boot.cancelled_caught:
+            log.info("the boot was stopped: the children started so far were stopped")
+            if configuring is not None:
+                configuring.fail(DaemonStoppingError("the daemon stopped during the boot"))
+        log.info("stopped", extra={"fields": {"event": "daemon-stopped"}})
         return self.exit_code
 
     def _held_at_start(self) -> frozenset[str]:
-        """The operator's stops that still name a child of this config."""
+        """The operator's stops that still name a child of this config.
+
+        Raises:
+            StateError: the state directory is unusable, in use or its file corrupt.
+        """
+        assert self.state is not None
         held = self.state.load()
         kept = held & frozenset(declared_paths(self.spec, "/"))
         if kept != held:
@@ -383,9 +591,20 @@ class Daemon:
         return kept
 
     def request_stop(self) -> None:
-        """Begin a graceful stop (`corral shutdown`, the first SIGTERM or SIGINT)."""
+        """Begin a graceful stop (`corral shutdown`, the first SIGTERM or SIGINT, the root's
+        own end): in any phase, once."""
+        if self._stopping:
+            return
         self._stopping = True
         self._stop.set()
+        log.info(
+            "stopping: children stop in reverse start order",
+            extra={"fields": {"event": "daemon-stopping"}},
+        )
+        self.notifier.stopping()
+        if self._boot is not None:
+            self._boot.cancel()  # the child still starting is stopped by its shutdown policy
+        self._transitioned()
 
     async def _stop_after(self, trigger: Awaitable[None]) -> None:
         await trigger
@@ -403,16 +622,45 @@ class Daemon:
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if signum == signal.SIGHUP:
-                    reloads.start_soon(self._reload_logged)
+                    if self._booting and self.problem is None and not self._stopping:
+                        log.info("SIGHUP during the boot: reloading once the tree has started")
+                        self._reload_after_boot = True
+                    else:
+                        reloads.start_soon(self._reload_logged)
                 elif not self._stopping:
                     log.info("%s: stopping gracefully (again to force)", name)
                     self.request_stop()
                 else:
-                    log.warning(
-                        "%s again: forcing the stop; children still running are cancelled", name
-                    )
-                    assert self.tree is not None
-                    self.tree.stop(anyio.current_time())
+                    self._force(name)
+
+    def _force(self, name: str) -> None:
+        """A second SIGTERM or SIGINT: what still runs is cancelled at once, and the daemon
+        exits without waiting for what a cancellation cannot end."""
+        log.warning("%s again: forcing the stop; children still running are cancelled", name)
+        if self.tree is not None:
+            self.tree.stop(anyio.current_time())
+        self._exit_unless_done_within(FORCE_GRACE)
+
+    def _exit_unless_done_within(self, seconds: float) -> None:
+        """Exit at once if serve() has not returned in *seconds* (it is stuck on tasks that
+        ignore cancellation)."""
+        probes = self._probes
+        if probes is not None:
+            probes.start_soon(self._exit_after, seconds)
+
+    async def _exit_after(self, seconds: float) -> None:
+        await anyio.sleep(seconds)  # cancelled when serve() returns in time
+        if self._abandoned:
+            left = ", ".join(f"{p} (abandoned: it ignores cancellation)" for p in self._abandoned)
+        else:  # cut short before any child was declared abandoned
+            left = "tasks that ignored the forced stop"
+        log.warning(
+            "stopped; exiting without waiting for what did not end: %s",
+            left,
+            extra={"fields": {"event": "daemon-stopped"}},
+        )
+        self._release()
+        self.exit_now(int(self.exit_code))
 
     async def _reload_logged(self) -> None:
         try:
@@ -438,8 +686,13 @@ class Daemon:
             pid=os.getpid(),
             backend=self.backend,
             uptime=round(anyio.current_time() - self.started_at, 3),
-            config=self.loaded.source,
+            config=self._source(),
         )
+
+    def _source(self) -> str:
+        if self.loaded is not None and self.problem is None:
+            return self.loaded.source
+        return f"{self.config_path or DEMO} (not configured)"
 
     def recent_events(self, count: int) -> list[protocol.Event]:
         clock = view.Clock()
@@ -582,22 +835,27 @@ class Daemon:
             return protocol.Done(path=path, done=what, warning=warning)
         return protocol.Done(path=path, done=what)
 
+    def _load(self) -> LoadedConfig:
+        path = self.config_path
+        return load_demo() if path is None else load(path)
+
     async def reload(self, *, dry_run: bool) -> protocol.ReloadResult:
-        """Re-read the config and apply the difference (see ``supervisors/reconfigure.py``).
+        """Re-read the config and apply the difference (see ``supervisors/reconfigure.py``);
+        when the daemon is not configured, start the tree if the file is now valid.
 
         Raises:
             ConfigError: the new file is invalid; nothing was changed.
         """
         async with self._reloading:
-            # Read and imported in a thread: a slow import or a big file must not stop the loop.
-            path = self.config_path
-            new = await anyio.to_thread.run_sync(
-                load_demo if path is None else lambda: load(path),
-                abandon_on_cancel=True,  # a stop does not wait for a slow import
-            )
+            # Read and imported in a thread of its own: a slow import or a big file must not
+            # stop the loop, and one that never returns must not keep the process alive.
+            new = await in_daemon_thread(self._load)
             if self._stopping:
                 msg = "the daemon is stopping: the reload was not applied"
                 raise DaemonStoppingError(msg)
+            if self.problem is not None:
+                return await self._configure(new, dry_run=dry_run)
+            tree = await self.serving()  # a reload during the boot waits for it
             plans = plan_tree(self._running_spec(self.spec), new.spec)
             changes = [line for plan in plans for line in plan.describe()]
             notes = []
@@ -615,7 +873,6 @@ class Daemon:
             )
             if dry_run:
                 return result
-            tree = self._tree()
             failures: list[str] = []
             self.notifier.reloading()
             try:
@@ -638,8 +895,40 @@ class Daemon:
                 source=new.source, dry_run=False, changes=changes, notes=notes, failures=failures
             )
 
+    async def _configure(self, new: LoadedConfig, *, dry_run: bool) -> protocol.ReloadResult:
+        """The daemon is not configured and *new* is valid: start its tree (or say that a
+        reload would). Answers once the tree has started.
+
+        Raises:
+            StartError, StateError, DaemonError: the tree could not start; the daemon stays
+                not configured, with this as the reason.
+        """
+        count = len(new.spec.children)
+        notes = []
+        if self.backend != new.daemon.backend:
+            notes.append(
+                f"backend {new.daemon.backend!r} applies when the daemon restarts (this one"
+                f" runs {self.backend!r})"
+            )
+        if dry_run:
+            changes = [f"would start the tree: {count} children under /"]
+            return protocol.ReloadResult(
+                source=new.source, dry_run=True, changes=changes, notes=notes, failures=[]
+            )
+        configuring = self._configuring = _Configuring(new)
+        self.notifier.reloading()
+        self._transitioned()
+        await configuring.done.wait()
+        if configuring.error is not None:
+            raise NotConfiguredError(self._not_configured_message())
+        changes = [f"started the tree: {count} children under /"]
+        return protocol.ReloadResult(
+            source=new.source, dry_run=False, changes=changes, notes=notes, failures=[]
+        )
+
     def _save_held(self, held: frozenset[str]) -> None:
         """Save the operator's stops the moment they change (a stop may be cut short)."""
+        assert self.state is not None  # held paths change only while the tree runs
         try:
             self.state.save(held)
         except StateError as exc:
@@ -669,17 +958,35 @@ def run(config_path: str | None, *, backend: str | None = None) -> ExitCode:
     from corral.daemon.logging import setup  # only the daemon configures logs
 
     try:
+        activated = activated_socket()
+    except OSError as exc:
+        setup("auto", "info")
+        log.error("cannot use the control socket passed by systemd: %s", exc)  # noqa: TRY400
+        return ExitCode.INTERNAL
+    loaded: LoadedConfig | None = None
+    problem: ConfigError | None = None
+    try:
         loaded = load_demo() if config_path is None else load(config_path)
     except ConfigError as exc:
-        setup("text", "info")
-        log.error("%s", exc)  # noqa: TRY400  # the message is the whole story
-        return ExitCode.CONFIG
-    settings = loaded.daemon
-    setup(settings.log_format, settings.log_level, redact=settings.redact)
-    chosen = backend or settings.backend
+        if activated is None:
+            setup("text", "info")
+            log.error("%s", exc)  # noqa: TRY400  # the message is the whole story
+            return ExitCode.CONFIG
+        problem = exc  # served as "not configured" (see the module's docstring)
+    if loaded is not None:
+        settings = loaded.daemon
+        setup(settings.log_format, settings.log_level, redact=settings.redact)
+        chosen = backend or settings.backend
+        state: StateFile | None = StateFile(settings.state_path())
+    else:
+        setup("auto", "info")
+        chosen = backend or "asyncio"
+        state = None
 
     async def main() -> ExitCode:
-        daemon = Daemon(loaded, config_path, StateFile(settings.state_path()), chosen)
+        daemon = Daemon(loaded, config_path, state, chosen, activated=activated)
+        if problem is not None:
+            daemon._unconfigured(problem, None)
         return await daemon.serve()
 
     try:
@@ -693,3 +1000,71 @@ def run(config_path: str | None, *, backend: str | None = None) -> ExitCode:
     except Exception:
         log.exception("internal error: please report it with this traceback")
         return ExitCode.INTERNAL
+
+
+@attrs.define(eq=False)
+class _Configuring:
+    """A reload found the file fixed while the daemon was not configured: the boot it asks
+    for, and how it went (the reload answers with that)."""
+
+    loaded: LoadedConfig
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    error: CorralError | None = None
+
+    def succeed(self) -> None:
+        self.done.set()
+
+    def fail(self, error: CorralError) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
+EXIT_GRACE: Final = 0.5
+"""Seconds the daemon waits, once its tree has stopped, for abandoned tasks before it exits
+without them."""
+FORCE_GRACE: Final = 1.0
+"""Seconds a forced stop (a second signal) is given to end every task before the daemon exits
+without them."""
+
+
+def _hard_exit(code: int) -> None:  # pragma: no cover  # the process ends here
+    """End the process now, although tasks that ignore cancellation still run (an event loop
+    cannot end before its last task; the daemon must). What the interpreter runs at exit
+    (atexit: logging's flush, coverage) runs first; threads and tasks are not waited for."""
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
+def _first_line(problem: object) -> str:
+    return str(problem).splitlines()[0][:200]
+
+
+T = TypeVar("T")
+
+
+async def in_daemon_thread(func: Callable[[], T]) -> T:
+    """*func()* in a daemon thread of its own: a cancelled wait leaves it behind, and it never
+    keeps the process from exiting (anyio's worker threads do, on asyncio, while they run)."""
+    token = anyio.lowlevel.current_token()
+    done = anyio.Event()
+    results: list[T] = []
+    errors: list[Exception] = []
+
+    def work() -> None:
+        try:
+            results.append(func())
+        except Exception as exc:  # carried to the caller, raised there
+            errors.append(exc)
+        finally:
+            with contextlib.suppress(Exception):  # the loop may be gone: nobody waits any more
+                anyio.from_thread.run_sync(done.set, token=token)
+
+    threading.Thread(target=work, name="corral-load", daemon=True).start()
+    await done.wait()
+    if errors:
+        raise errors[0]
+    if not results:  # pragma: no cover  # func raised what config loading never lets out
+        msg = "the loading thread ended without a result"
+        raise RuntimeError(msg)
+    return results[0]

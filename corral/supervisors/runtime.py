@@ -338,10 +338,15 @@ class Supervisor:
 
     # -- life ---------------------------------------------------------------------------------
 
-    async def run(self, on_ready: Callable[[], None]) -> Outcome:
+    async def run(
+        self, on_ready: Callable[[], None], on_stopped: Callable[[], None] = lambda: None
+    ) -> Outcome:
         """Start the children in order, signal readiness, supervise until stopped or failed.
 
         Children are stopped in reverse start order however this ends, cancellation included.
+        *on_stopped* is called once every child has stopped or been abandoned: from then on
+        only abandoned tasks (that shield themselves from cancellation) keep this from
+        returning, and nobody should wait for them.
 
         Raises:
             StartError: a child failed to start at boot (those started are stopped first).
@@ -378,6 +383,7 @@ class Supervisor:
                             tg.cancel_scope.cancel()  # anything abandoned goes now
                             self._fail_requests()
                             self._forget_added_children()
+                            on_stopped()
                 watch.cancel_scope.cancel()
         finally:
             self._deregister()  # also when the task groups themselves failed
@@ -782,7 +788,10 @@ class Supervisor:
         error: Exception | None = None
         killed: Exception | None = None
         try:
-            outcome = await sub.run(ready.wake_with_none)
+            # Stopped once its children are: a grandchild it abandoned must not hold up this
+            # supervisor's stop (as an abandoned child of its own does not).
+            stopped = functools.partial(self._finished, slot, run_id)
+            outcome = await sub.run(ready.wake_with_none, stopped)
         except Exception as exc:
             error = exc
         finally:  # cancelled too: a kill's mark never outlives the run it was for

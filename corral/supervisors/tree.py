@@ -267,13 +267,14 @@ class SupervisorRef:
 class Tree:
     """A running tree: lookups, statistics, dead letters and events of all its actors."""
 
-    __slots__ = ("_closed", "_failure", "root", "services", "spec")
+    __slots__ = ("_closed", "_failure", "_stopped", "root", "services", "spec")
 
     def __init__(self, spec: SupervisorSpec, services: TreeServices) -> None:
         self.spec = spec
         self.services = services
         self.root = Supervisor(spec, "/", services, None)
         self._closed = anyio.Event()
+        self._stopped = anyio.Event()  # every child stopped or abandoned
         self._failure: Exception | None = None
 
     @property
@@ -332,10 +333,19 @@ class Tree:
         if self._failure is not None:
             raise self._failure
 
+    async def wait_stopped(self) -> None:
+        """Wait until every child has stopped or been abandoned (``ChildAbandoned``).
+
+        Unlike ``wait``, this does not wait for abandoned tasks, which may never end (Python
+        cannot cancel a task that shields itself): a program that must exit anyway, as the
+        daemon does, exits once this returns and ``wait`` has not.
+        """
+        await self._stopped.wait()
+
     async def _run_root(self, ready: Call, cancel_owner: Callable[[], None]) -> None:
         root = self.root
         try:
-            outcome = await root.run(ready.wake_with_none)
+            outcome = await root.run(ready.wake_with_none, self._stopped.set)
         except Exception as exc:
             if not ready.done:
                 ready.fail(exc)  # a boot failure: open_tree raises it
@@ -345,6 +355,7 @@ class Tree:
             cancel_owner()
             return
         finally:
+            self._stopped.set()
             self._closed.set()
         if outcome is Outcome.STOPPED:
             return

@@ -150,3 +150,22 @@ class Gate(corral.Actor):
 
     async def handle(self, message: object) -> object:
         return message
+
+
+async def shielded(ctx: corral.Context) -> None:
+    """Shields itself from cancellation for good: a stop can only abandon it."""
+    ctx.started()
+    with anyio.CancelScope(shield=True):
+        await anyio.sleep_forever()
+
+
+class StuckStart(corral.Actor):
+    """An ``on_start`` that never returns (a dependency that never answers); logs that it
+    waits, so a test knows when the boot is held up by it."""
+
+    async def on_start(self) -> None:
+        logging.getLogger("corral.tests").info("stuck: on_start waits forever")
+        await anyio.sleep_forever()
+
+    async def handle(self, message: object) -> object:
+        return message

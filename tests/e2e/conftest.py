@@ -27,7 +27,12 @@ def daemons() -> Iterator[list[Daemon]]:
     yield started
     for daemon in started:
         if daemon.proc.poll() is None:
-            daemon.stop()
+            try:
+                daemon.stop()
+            finally:  # one that did not stop is not left behind for the next tests
+                if daemon.proc.poll() is None:
+                    daemon.proc.kill()
+                    daemon.proc.wait()
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ from corral.supervisors.events import (
 )
 from corral.supervisors.spec import ExitKind
 from tests.integration.support import HANG_GUARD, EventLog
+from tests.limits import disk_full_after
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Generator, Iterator
@@ -233,7 +234,7 @@ class Serving:
     def __init__(self, daemon: Daemon, trigger: Trigger) -> None:
         self.daemon = daemon
         self.trigger = trigger
-        self.socket = daemon.loaded.daemon.socket_path()
+        self.socket = daemon.settings.socket_path()
         self.log = EventLog()
         self.exit_code: ExitCode | None = None
         self.done = anyio.Event()
@@ -697,7 +698,8 @@ async def test_operator_stops_are_kept_across_daemon_starts(
     """Held paths in held.json stay stopped at start; those not in the config are dropped."""
     held = workdir / "state" / "held.json"
     held.parent.mkdir()
-    StateFile(held.parent).save({"/ticker", "/gone", "/group/gone"})
+    with StateFile(held.parent) as state:
+        state.save({"/ticker", "/gone", "/group/gone"})
     async with serving(make_daemon(workdir, anyio_backend)) as running:
         conn = await running.connect()
         ticker = await conn.ok("status", path="/ticker")
@@ -709,12 +711,13 @@ async def test_a_state_that_cannot_be_saved_is_a_warning(workdir: Path, anyio_ba
     """A command that was carried out says so, with a warning that the hold is not kept."""
     async with serving(make_daemon(workdir, anyio_backend)) as running:
         state = workdir / "state"
-        (state / f".held.json.{os.getpid()}.tmp").symlink_to("/dev/full")
         conn = await running.connect()
-        assert await conn.ok("stop", path="/ticker") == {
+        with disk_full_after(10):
+            answer = await conn.ok("stop", path="/ticker")
+        assert answer == {
             "path": "/ticker",
             "done": "stopped; it stays stopped until `corral start`",
-            "warning": f"state {state / 'held.json'} was not saved: No space left on device:"
+            "warning": f"state {state / 'held.json'} was not saved: File too large:"
             " the operator's stops are not kept across restarts",
         }
 
@@ -730,7 +733,7 @@ async def test_a_lost_state_directory_is_a_warning(workdir: Path, anyio_backend:
         assert await conn.ok("stop", path="/ticker") == {
             "path": "/ticker",
             "done": "stopped; it stays stopped until `corral start`",
-            "warning": f"state {state / 'held.json'} was not saved: Not a directory:"
+            "warning": f"state {state / 'held.json'} was not saved: No such file or directory:"
             " the operator's stops are not kept across restarts",
         }
 
@@ -773,6 +776,7 @@ async def test_reload_dry_run_then_apply(workdir: Path, anyio_backend: str) -> N
         )
         assert await conn.ok("reload") == {**plan, "dry_run": False}
         assert (await conn.ok("status", path="/extra"))["state"] == "running"
+        assert daemon.loaded is not None
         assert daemon.loaded.daemon.dead_letters == 5
         assert await conn.ok("reload", dry_run=True) == {  # still: [daemon] is read at start
             "source": str(path),
@@ -1390,8 +1394,7 @@ async def test_signals_reload_and_stop(workdir: Path, anyio_backend: str) -> Non
             'state-directory = "{workdir}/file/state"',
             TREE,
             ExitCode.CONFIG,
-            "state {workdir}/file/state/held.json: Not a directory; check the state-directory"
-            " setting",
+            "state directory {workdir}/file/state: {workdir}/file is not a directory",
             id="unusable-state-directory",
         ),
         pytest.param(
@@ -1800,7 +1803,7 @@ async def test_an_unwritable_state_directory_stops_the_start(
     daemon does not start (exit 6 from `corral run`), and its socket is gone."""
     (workdir / "state").write_text("a file where the directory should be")
     daemon = make_daemon(workdir, anyio_backend)
-    with pytest.raises(StateError, match=r"state .*held\.json"):
+    with pytest.raises(StateError, match=r"^state directory .*/state: .*/state is not a dir"):
         await daemon.serve()
     assert daemon.tree is None
     assert not (workdir / "control.sock").exists()

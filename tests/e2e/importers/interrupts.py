@@ -1,0 +1,3 @@
+"""Raises ``KeyboardInterrupt`` when imported."""
+
+raise KeyboardInterrupt
