@@ -649,11 +649,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--directory", "-D", metavar="DIR", help="read the journal files in DIR")
     p.add_argument("--json", action="store_true", help="the entries as journalctl's JSON")
     p = add("doctor", cmd_doctor, "check a deployment: config, socket, journald, metrics, unit")
-    p.add_argument("config", nargs="?", metavar="CONFIG", help="the TOML file (default: demo)")
+    p.add_argument(
+        "config", nargs="?", metavar="CONFIG", help="the TOML file (default: the unit's)"
+    )
     p.add_argument(
         "--unit",
         default="corral.service",
-        help="the unit (loaded in systemd) or unit file to check (default corral.service)",
+        help="the unit (loaded in systemd, e.g. corral@web) or unit file whose deployment is"
+        " checked: its config, socket, state directory and timeouts (default corral.service)",
     )
     add("shutdown", cmd_shutdown, "stop the tree in reverse order and the daemon")
     add("version", cmd_version, "the CLI's and the daemon's versions")

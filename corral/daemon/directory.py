@@ -33,10 +33,13 @@ class UnsafeDirectoryError(OSError):
     not a directory); the message says which and what to do."""
 
 
-def open_directory(path: Path, *, create: bool = False, mode: int = 0o750) -> int:
+def open_directory(
+    path: Path, *, create: bool = False, mode: int = 0o750, uid: int | None = None
+) -> int:
     """An ``O_DIRECTORY`` descriptor of *path*, checked as the module says.
 
-    Missing directories are created with *mode* when *create* is true.
+    Missing directories are created with *mode* when *create* is true. *uid* is the daemon's
+    user (default: this process's effective one; ``corral doctor`` checks for the unit's).
 
     Raises:
         UnsafeDirectoryError: a directory on the way may be changed by another user.
@@ -46,8 +49,9 @@ def open_directory(path: Path, *, create: bool = False, mode: int = 0o750) -> in
     here = Path("/")
     fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     links = 0
+    me = os.geteuid() if uid is None else uid
     try:
-        _check(os.fstat(fd), here, last=not parts)
+        _check(os.fstat(fd), here, me, last=not parts)
         while parts:
             name = parts.popleft()
             if name in ("", "."):
@@ -74,7 +78,7 @@ def open_directory(path: Path, *, create: bool = False, mode: int = 0o750) -> in
                 msg = f"{here / name} is not a directory"
                 raise UnsafeDirectoryError(msg)
             here = here.parent if name == ".." else here / name
-            _check(info, here, last=not parts)
+            _check(info, here, me, last=not parts)
             os.close(fd)
             fd = child
         return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
@@ -99,8 +103,7 @@ def _open_or_make(name: str, parent: int, shown: Path, *, create: bool, mode: in
     return os.open(name, flags, dir_fd=parent)
 
 
-def _check(info: os.stat_result, path: Path, *, last: bool) -> None:
-    me = os.geteuid()
+def _check(info: os.stat_result, path: Path, me: int, *, last: bool) -> None:
     if info.st_uid not in (0, me):
         msg = (
             f"{path} belongs to uid {info.st_uid}, neither root nor the daemon's user"

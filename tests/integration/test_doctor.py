@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 import socket
+import threading
 from typing import TYPE_CHECKING
 
 import anyio
+import psutil
 import pytest
 
 from corral.daemon import cli
@@ -120,8 +123,12 @@ def test_a_taken_metrics_port_fails(workdir: Path) -> None:
         port = taken.getsockname()[1]
         config, unit = write(workdir, "", f'metrics-listen = "127.0.0.1:{port}"')
         checks = {c.name: c for c in diagnose(str(config), unit=str(unit), socket_path=None)}
-    assert checks["metrics"].level is Level.FAIL
-    assert "another process has it?" in checks["metrics"].text
+    assert checks["metrics"] == Check(
+        Level.FAIL,
+        "metrics",
+        f"cannot listen on 127.0.0.1:{port}: Address already in use: pid {os.getpid()}"
+        f" ({psutil.Process().name()}) has it",
+    )
 
 
 def test_an_empty_assignment_is_the_default_and_a_bad_span_a_warning(workdir: Path) -> None:
@@ -152,8 +159,11 @@ def test_a_missing_unit_is_a_warning(workdir: Path) -> None:
 async def test_a_running_daemon_is_checked_over_its_socket_and_http(
     workdir: Path, anyio_backend: str
 ) -> None:
-    """With the daemon up, the socket answers ping and /healthz answers 200."""
-    daemon = make_daemon(workdir, anyio_backend, daemon='metrics-listen = "127.0.0.1:0"')
+    """With the daemon up, the socket answers ping and /healthz answers 200: the port it
+    holds is no failure."""
+    daemon = make_daemon(
+        workdir, anyio_backend, daemon='metrics-listen = "127.0.0.1:0"', from_file=True
+    )
     async with serving(daemon) as running:
         assert daemon.endpoint is not None
         config, unit = write(
@@ -166,7 +176,91 @@ async def test_a_running_daemon_is_checked_over_its_socket_and_http(
 
         checks = await anyio.to_thread.run_sync(run)
     assert checks["control socket"] == Check(
-        Level.OK, "control socket", f"a daemon answers at {running.socket}"
+        Level.OK,
+        "control socket",
+        f"a daemon answers at {running.socket} (pid {os.getpid()}, running {config})",
     )
     assert checks["metrics"].level is Level.OK
     assert checks["metrics"].text.endswith("/healthz answers 200")
+
+
+@pytest.mark.anyio
+async def test_the_unit_says_which_config_socket_and_state(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """Without CONFIG, doctor checks what the unit runs: the config in ExecStart=, the socket
+    its .socket unit listens on, the state in StateDirectory=; it asks that daemon."""
+    daemon = make_daemon(
+        workdir, anyio_backend, daemon='metrics-listen = "127.0.0.1:0"', from_file=True
+    )
+    async with serving(daemon) as running:
+        assert daemon.endpoint is not None
+        config = workdir / "corral.toml"
+        text = (
+            config.read_text()
+            .replace(f'control-socket = "{running.socket}"\n', "")
+            .replace('"127.0.0.1:0"', f'"127.0.0.1:{daemon.endpoint.port}"')
+        )
+        config.write_text(text)
+        unit = workdir / "corral.service"
+        unit.write_text(
+            "[Service]\n"
+            f"ExecStart=/usr/local/bin/corral run --backend trio {config}\n"
+            "StateDirectory=corral-doctor-test\nUser=root\nTimeoutStopSec=90\n"
+        )
+        (workdir / "corral.socket").write_text(f"[Socket]\nListenStream={running.socket}\n")
+
+        def run() -> dict[str, Check]:
+            return {c.name: c for c in diagnose(None, unit=str(unit), socket_path=None)}
+
+        checks = await anyio.to_thread.run_sync(run)
+    assert checks["config"] == Check(Level.OK, "config", f"{config}: valid, 4 children under /")
+    assert checks["control socket"].level is Level.OK
+    assert f"a daemon answers at {running.socket}" in checks["control socket"].text
+    assert checks["state directory"] == Check(
+        Level.OK,
+        "state directory",
+        "/var/lib/corral-doctor-test: made by systemd at start (StateDirectory=), owned by root",
+    )
+    assert checks["metrics"].level is Level.OK
+
+
+def test_no_config_and_no_unit_is_a_failure_that_says_what_to_give(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Bare `corral doctor` where no unit is loaded checks nothing it would have to guess
+    (it used to check the demo tree)."""
+    assert cli.main(["doctor", "--unit", "nonesuch-xyz.service"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "[FAIL] config: no CONFIG given, and nonesuch-xyz.service is not loaded (or its"
+        " ExecStart= names none): corral doctor /etc/corral/corral.toml (or --unit with the"
+        " unit's name or file)"
+    )
+
+
+def test_a_daemon_that_is_not_configured_fails(workdir: Path) -> None:
+    """A daemon that answers but runs no tree (not configured) is a failure, with its reason."""
+    config, unit = write(workdir, "TimeoutStopSec=90")
+    path = workdir / "fake.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen()
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn, conn.makefile("rb") as reader:
+                reader.readline()
+                conn.sendall(b'{"ok":true,"result":{"pid":7,"config":"x (not configured)"}}\n')
+                reader.readline()
+                conn.sendall(
+                    b'{"ok":false,"error":{"code":"invalid_config","message":"bad file"}}\n'
+                )
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        checks = {c.name: c for c in diagnose(str(config), unit=str(unit), socket_path=path)}
+        thread.join()
+    assert checks["control socket"] == Check(
+        Level.FAIL, "control socket", f"the daemon at {path} (pid 7) runs no tree: bad file"
+    )
