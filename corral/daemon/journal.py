@@ -40,6 +40,7 @@ __all__ = (
     "MESSAGE_IDS",
     "JournalHandler",
     "journal_stream",
+    "own_unit",
     "read",
     "render",
     "unreadable",
@@ -63,6 +64,8 @@ MESSAGE_IDS: Final = {
     "daemon-ready": "ad8ffa85830d4ff59b9140eaff13ee2c",
     "daemon-stopping": "80ad436475c44eb9af364dc6216039d2",
     "reload": "481c921620f64823b215d45f710c2b58",
+    "not-configured": "8930da68de6048bdb7b3ae67030c5886",
+    "daemon-stopped": "2a08ffd979ea402bb6c5abfc232f17af",
 }
 # record field -> journal field
 FIELDS: Final = {
@@ -95,13 +98,21 @@ def journal_stream(stream: Any, environ: Mapping[str, str] = os.environ) -> bool
 
 
 class JournalHandler(logging.Handler):
-    """Sends records to journald as native entries with fields (see the module's notes)."""
+    """Sends records to journald as native entries with fields (see the module's notes).
+
+    Every entry also carries ``context``: ``CORRAL_UNIT``, the systemd unit the daemon runs
+    in (``corral.service``, ``corral@web.service``), and ``CORRAL_SOCKET``, its control
+    socket, once bound. The catalog's commands use them, so that they work as written on a
+    host of several trees too (``corral --socket @CORRAL_SOCKET@ why ...``).
+    """
 
     def __init__(self) -> None:
         super().__init__()
         import systemd.journal as journal  # the systemd extra (ImportError: the caller falls back)
 
         self._send = journal.send
+        unit = own_unit()
+        self.context: dict[str, str] = {"CORRAL_UNIT": unit} if unit else {}
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -117,6 +128,7 @@ class JournalHandler(logging.Handler):
             for key, value in (getattr(record, "fields", None) or {}).items():
                 if value is not None and key in FIELDS:
                     fields[FIELDS[key]] = str(value)
+            fields.update(self.context)
             event = fields.get("CORRAL_EVENT")
             self._send(
                 message,
@@ -128,6 +140,19 @@ class JournalHandler(logging.Handler):
             )
         except Exception:
             self.handleError(record)
+
+
+def own_unit(cgroup: Path = Path("/proc/self/cgroup")) -> str | None:
+    """The systemd service this process runs in (its cgroup's last part), or None."""
+    try:
+        text = cgroup.read_text()
+    except OSError:  # pragma: no cover  # no /proc
+        return None
+    for line in text.splitlines():
+        name = line.rpartition("/")[2]
+        if name.endswith(".service"):
+            return name
+    return None
 
 
 JOURNALS: Final = (Path("/var/log/journal"), Path("/run/log/journal"))

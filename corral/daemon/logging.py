@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from corral.supervisors.events import Event
 
-__all__ = ("EVENTS", "JsonFormatter", "log_event", "setup")
+__all__ = ("EVENTS", "JsonFormatter", "describe_daemon", "log_event", "setup")
 
 EVENTS: Final = logging.getLogger("corral.events")
 
@@ -136,3 +136,10 @@ def setup(
     if fallback is not None:
         root.warning("cannot log to journald: %s; logging JSON lines to stderr", fallback)
     return log_format
+
+
+def describe_daemon(**fields: str) -> None:
+    """Add *fields* (``CORRAL_SOCKET=...``) to every journal entry from now on."""
+    for handler in logging.getLogger("corral").handlers:
+        if isinstance(handler, JournalHandler):
+            handler.context.update(fields)

@@ -62,7 +62,7 @@ from corral.daemon.config import (
 )
 from corral.daemon.control import ControlServer, DaemonStoppingError, NotConfiguredError
 from corral.daemon.endpoint import Endpoint, Page, text_page
-from corral.daemon.logging import log_event
+from corral.daemon.logging import describe_daemon, log_event
 from corral.daemon.loop import LoopMonitor
 from corral.daemon.metrics import (
     CONTENT_TYPE,
@@ -321,6 +321,7 @@ class Daemon:
                 msg = f"cannot use the control socket passed by systemd: {exc}"
                 raise DaemonError(msg) from None
         await server.bind(activated)  # first: a daemon refused here must not touch the state
+        describe_daemon(CORRAL_SOCKET=str(server.path))  # for the catalog's commands
         # Signals are caught from the start and acted on in every phase: a SIGTERM during the
         # boot stops it, and one that never gets acted on never kills the process.
         signals = anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.daemon import journal
+from corral.daemon import config, journal
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT_DIR = ROOT / "systemd"
@@ -44,6 +44,8 @@ MESSAGE_IDS = {
     "daemon-ready": "ad8ffa85830d4ff59b9140eaff13ee2c",
     "daemon-stopping": "80ad436475c44eb9af364dc6216039d2",
     "reload": "481c921620f64823b215d45f710c2b58",
+    "not-configured": "8930da68de6048bdb7b3ae67030c5886",
+    "daemon-stopped": "2a08ffd979ea402bb6c5abfc232f17af",
 }
 _EXPOSURE = re.compile(r"Overall exposure level for (\S+): (\d+\.\d) (\w+)")
 
@@ -195,3 +197,14 @@ def test_comment_check_catches_a_bare_directive() -> None:
     """The comment check flags a setting after a blank line and accepts a commented block."""
     text = "[Service]\n# why\nType=notify\nNotifyAccess=main\n\nUser=corral\n"
     assert _uncommented(text) == ["6: User=corral"]
+
+
+def test_the_shipped_config_is_valid_and_leaves_socket_and_state_to_systemd() -> None:
+    """systemd/corral.toml, which the install block puts in /etc/corral, is a valid config
+    that sets no control-socket or state-directory (the units pass them) and keeps the
+    socket unit's mode if the daemon ever binds its own."""
+    loaded = config.load(ROOT / "systemd" / "corral.toml")
+    settings = loaded.daemon
+    assert (settings.control_socket, settings.state_directory) == (None, None)
+    assert settings.socket_mode == 0o660
+    assert settings.metrics_listen == "127.0.0.1:9810"
