@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.bootstrapped
 # the Debian packages the real-component tests use (promtool, systemd-nspawn)
 TOOLS  := $(VENV)/.test-tools
 
-.PHONY: run test lint bench clean
+.PHONY: run test soak lint bench clean
 
 $(STAMP): pyproject.toml scripts/bootstrap
 	./scripts/bootstrap
@@ -22,6 +22,9 @@ $(TOOLS): $(STAMP)
 test: $(TOOLS)  ## the whole suite, both backends, coverage >= 95% of corral/
 	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -p no:cacheprovider \
 		--cov=corral --cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
+
+soak: $(TOOLS)  ## the reliability suite bigger and longer (CORRAL_SOAK=10: storms, fuzzing, churn)
+	CORRAL_SOAK=$${CORRAL_SOAK:-10} $(PY) -m pytest -p no:cacheprovider tests/reliability $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -398,12 +398,11 @@ class Daemon:
         stays up and says so (see the module's docstring); otherwise *problem* is raised."""
         if self.state is not None:
             self.state.close()  # a reload opens the (maybe new) state directory again
-        if configuring is not None:  # a reload's: it answers with the problem
-            self.problem = problem
-            configuring.fail(problem)
-        elif self.activated is None:
+        if configuring is None and self.activated is None:
             raise problem
         self.problem = problem
+        if configuring is not None:  # a reload's: it answers with the problem
+            configuring.fail(problem)
         self._booting = True
         log.error(
             "not configured: %s; the control socket answers every command with this until"
@@ -668,6 +667,9 @@ class Daemon:
             result = await self.reload(dry_run=False)
         except ConfigError as exc:
             log.error("reload rejected, the running tree is unchanged: %s", exc)  # noqa: TRY400
+            return
+        except CorralError as exc:  # stopping meanwhile, or still not configured
+            log.error("reload not applied: %s", exc)  # noqa: TRY400  # the message says why
             return
         for line in result.changes or ["no changes"]:
             log.info("reload: %s", line, extra={"fields": {"event": "reload"}})

@@ -169,3 +169,31 @@ class StuckStart(corral.Actor):
 
     async def handle(self, message: object) -> object:
         return message
+
+
+class DeadLetterStorm(corral.Actor):
+    """Casts itself a message as it starts and crashes on it: every incarnation leaves a
+    dead letter and a restart (a crash storm that also fills the dead letters)."""
+
+    async def on_start(self) -> None:
+        self.ctx.ref.cast_nowait("poison")
+
+    async def handle(self, message: object) -> object:
+        msg = f"cannot handle {message!r}"
+        raise RuntimeError(msg)
+
+
+class GatedStop(corral.Actor):
+    """Its ``on_stop`` waits for the file *path* (a slow stop held open by the test); logs
+    that it waits, so the test knows the stop has reached it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    async def handle(self, message: object) -> object:
+        return message
+
+    async def on_stop(self) -> None:
+        logging.getLogger("corral.tests").info("gated stop: waiting for %s", self.path)
+        while not self.path.exists():  # noqa: ASYNC110  # a file from another process: no event
+            await anyio.sleep(0.01)

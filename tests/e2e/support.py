@@ -87,6 +87,7 @@ class Daemon:
     socket: Path
     lines: queue.Queue[dict[str, Any] | None]
     seen: list[dict[str, Any]] = attrs.field(factory=list)
+    muted: threading.Event = attrs.field(factory=threading.Event)
 
     @classmethod
     def start(
@@ -110,8 +111,9 @@ class Daemon:
             cwd=cwd or config.parent,
         )
         lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=_read, args=(proc, lines), daemon=True).start()
-        daemon = cls(proc, config.parent / "control.sock", lines)
+        muted = threading.Event()
+        threading.Thread(target=_read, args=(proc, lines, muted), daemon=True).start()
+        daemon = cls(proc, config.parent / "control.sock", lines, muted=muted)
         if wait_ready:
             daemon.wait_for(lambda r: "ready" in r.get("message", ""))
         return daemon
@@ -150,6 +152,23 @@ class Daemon:
         self.proc.stderr.close()  # the reader thread has seen its end
         return rc
 
+    def drain(self) -> None:
+        """Move the log records read so far into ``seen``, without waiting for more."""
+        while True:
+            try:
+                record = self.lines.get_nowait()
+            except queue.Empty:
+                return
+            if record is None:
+                self.lines.put(None)  # the end stays the end, for wait()
+                return
+            self.seen.append(record)
+
+    def mute(self) -> None:
+        """From now on the log is read and dropped (a crash storm logs thousands of lines a
+        second); ``wait`` still sees the daemon exit."""
+        self.muted.set()
+
     def records(self, event: str) -> list[dict[str, Any]]:
         return [r for r in self.seen if r.get("event") == event]
 
@@ -159,9 +178,13 @@ class Daemon:
         return self.wait()
 
 
-def _read(proc: subprocess.Popen[str], lines: queue.Queue[dict[str, Any] | None]) -> None:
+def _read(
+    proc: subprocess.Popen[str], lines: queue.Queue[dict[str, Any] | None], muted: threading.Event
+) -> None:
     assert proc.stderr is not None
     for line in proc.stderr:
+        if muted.is_set():
+            continue  # read and dropped: a storm's log must neither block the daemon nor pile up
         try:
             lines.put(json.loads(line))
         except json.JSONDecodeError:

@@ -316,6 +316,8 @@ def activated(config: Path, backend: str) -> Daemon:
             f"--listen={socket_path}",
             "--fdname=control",
             f"--setenv=PYTHONPATH={ROOT}",
+            # it passes only what it is told: the coverage of the daemon too
+            *(f"--setenv={name}" for name in os.environ if name.startswith("COVERAGE_")),
         ],
     )
     d.wait_for(lambda r: r.get("message", "").startswith(f"Listening on {socket_path}"))

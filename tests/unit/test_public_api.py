@@ -27,7 +27,9 @@ MODULES = {
     "corral.daemon.endpoint": 3,
     "corral.daemon.loop": 3,
     "corral.daemon.systemd": 4,
-    "corral.daemon.journal": 7,
+    "corral.daemon.journal": 10,
+    "corral.daemon.directory": 2,
+    "corral.daemon.listener": 2,
     "corral.daemon.redact": 3,
 }
 
