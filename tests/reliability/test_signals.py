@@ -40,7 +40,9 @@ def waiting(d: Daemon, what: str) -> None:
     d.wait_for(lambda r: r.get("message", "").startswith(what))
 
 
-def ends_well(d: Daemon, workdir: Path, backend: str, stopped: list[str]) -> None:
+def ends_well(
+    d: Daemon, workdir: Path, backend: str, stopped: list[str], daemons: list[Daemon]
+) -> None:
     """Exit 0, *stopped* in this order, no socket file, no internal error, and the state
     directory free: a new daemon on the same config gets ready."""
     assert d.wait() == 0
@@ -48,7 +50,9 @@ def ends_well(d: Daemon, workdir: Path, backend: str, stopped: list[str]) -> Non
     assert not d.socket.exists()
     assert not [r for r in d.seen if "traceback" in r or r.get("level") == "critical"]
     (workdir / "go").touch()  # no gate holds the next one up
-    again = Daemon.start(workdir / "corral.toml", backend)
+    again = Daemon.start(workdir / "corral.toml", backend, wait_ready=False)
+    daemons.append(again)  # stopped by the fixture if this test fails on the way
+    again.wait_for(lambda r: r.get("event") == "daemon-ready")
     assert again.stop() == 0
 
 
@@ -69,7 +73,7 @@ def test_a_signal_while_booting(
         gate.touch()
         d.wait_for(lambda r: r.get("event") == "reload")  # once up: "reload: no changes"
         d.signal(signal.SIGTERM)
-    ends_well(d, workdir, backend, ["/b", "/a"])
+    ends_well(d, workdir, backend, ["/b", "/a"], daemons)
 
 
 @pytest.mark.parametrize("name", sorted(SIGNALS))
@@ -90,7 +94,7 @@ def test_a_signal_while_a_reload_applies(
         gate.touch()
         d.wait_for(lambda r: r.get("message") == "reload: no changes")  # the second one
         d.signal(signal.SIGTERM)
-    ends_well(d, workdir, backend, ["/b", "/a"])
+    ends_well(d, workdir, backend, ["/b", "/a"], daemons)
 
 
 @pytest.mark.parametrize("name", sorted(SIGNALS))
@@ -109,4 +113,4 @@ def test_a_signal_while_stopping(
     if name == "HUP":
         d.wait_for(lambda r: r.get("message", "").startswith("reload not applied: the daemon"))
         gate.touch()
-    ends_well(d, workdir, backend, ["/b", "/a"])
+    ends_well(d, workdir, backend, ["/b", "/a"], daemons)
