@@ -12,7 +12,6 @@ the environment, the block's text unchanged.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,11 +21,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.e2e.support import ROOT
+from tests.e2e.test_systemd import Container
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -73,34 +73,15 @@ def test_the_install_blocks_are_found() -> None:
     assert "corral@web.service" in readme_block(TEMPLATE)
 
 
-class Box:
-    """A booted systemd container holding a copy of the checkout at /src."""
+class Box(Container):
+    """A booted systemd container holding a copy of the checkout at /src; commands run with
+    a clean environment (what a root shell there has)."""
+
+    prefix = CLEAN_ENV
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.root = Path(env["WITH_SYSTEMD_ROOT"])
-        found = shutil.which("in-systemd", path=env["PATH"])
-        assert found is not None, env["PATH"]
-        self.in_systemd = found
+        super().__init__(env)
         self.installed: subprocess.CompletedProcess[str] | None = None  # the block's run
-
-    def run(
-        self, *argv: str, check: bool = True, stdin: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """*argv* inside, with a clean environment (what a root shell there has)."""
-        done = subprocess.run(  # the tool's own helper
-            [self.in_systemd, *CLEAN_ENV, *argv],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=DEADLINE * 2,
-            env=self.env,
-        )
-        if check and done.returncode != 0:
-            msg = f"{argv} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-            raise AssertionError(msg)
-        return done
 
     def block(self, text: str) -> subprocess.CompletedProcess[str]:
         """A README block, as a root shell in the checkout runs it (stopping at a failure)."""
@@ -114,22 +95,6 @@ class Box:
             "-eux",
             stdin=text,
         )
-
-    def show(self, unit: str, prop: str) -> str:
-        return self.run("systemctl", "show", unit, "-p", prop, "--value").stdout.strip()
-
-    def wait_show(self, unit: str, prop: str, value: str) -> None:
-        deadline = time.monotonic() + DEADLINE
-        while (found := self.show(unit, prop)) != value:
-            assert time.monotonic() < deadline, f"{unit} {prop}={found}, never {value}"
-            time.sleep(0.2)
-
-    def journal(self, *matches: str) -> list[dict[str, Any]]:
-        out = self.run("journalctl", "-o", "json", "--no-pager", *matches).stdout
-        return [json.loads(line) for line in out.splitlines()]
-
-    def write(self, path: str, text: str) -> None:
-        (self.root / path.lstrip("/")).write_text(text)
 
 
 @pytest.fixture(scope="module")

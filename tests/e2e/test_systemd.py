@@ -63,7 +63,10 @@ start = "corral.demo:Echo"
 
 
 class Container:
-    """A booted systemd container; commands run inside with ``in-systemd``."""
+    """A booted systemd container; commands run inside with ``in-systemd`` (after
+    ``prefix``: a subclass may give them a clean environment)."""
+
+    prefix: tuple[str, ...] = ()
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
@@ -71,14 +74,17 @@ class Container:
         self.in_systemd = shutil.which("in-systemd", path=env["PATH"])
         assert self.in_systemd is not None, env["PATH"]
 
-    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *argv: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         assert self.in_systemd is not None
         done = subprocess.run(  # the tool's own helper
-            [self.in_systemd, *argv],
+            [self.in_systemd, *self.prefix, *argv],
+            input=stdin,
             capture_output=True,
             text=True,
             check=False,
-            timeout=120,
+            timeout=240,
             env=self.env,
         )
         if check and done.returncode != 0:
