@@ -150,14 +150,14 @@ class ControlServer:
     # -- the socket file ----------------------------------------------------------------------
 
     async def bind(self, activated: socket.socket | None = None) -> None:
-        """Create the socket with its mode from the start (no window with a looser one), or
-        serve the *activated* one that systemd passed (its ``.socket`` unit sets path, mode and
+        """Create the socket, with its mode and group before it listens, or serve the
+        *activated* one that systemd passed (its ``.socket`` unit sets path, mode and
         group; it is left in place at exit, for the next start).
 
         The daemon often runs as root, so nothing is done by a path another user could
         change: the socket's directory must be one only root or the daemon's user can write
-        (``directory.open_directory``), the mode comes from the umask at ``bind``, and the
-        group is set through the checked directory without following symlinks.
+        (``directory.open_directory``), and mode and group are set through that checked
+        directory's descriptor (the group without following symlinks).
 
         Raises:
             DaemonError: another daemon serves it, the path is taken or unsafe, or it cannot
@@ -198,13 +198,13 @@ class ControlServer:
             raise DaemonError(msg) from None
         sock = self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            # The file is born with its final mode: 0600, or 0660 for its group.
-            old_umask = os.umask(0o777 & ~settings.socket_mode)
-            try:
-                sock.bind(os.fspath(path))
-            finally:
-                os.umask(old_umask)
+            # The path resolves as the walk did (every directory and symlink on it belongs to
+            # root or us), so bind by it: `ss -xl` shows it as configured.
+            sock.bind(os.fspath(path))
             self._bound = True
+            # Mode and group before listen(): until then nobody can connect, whatever the
+            # umask made of the file (no process-wide umask change, with threads about).
+            os.chmod(path.name, settings.socket_mode, dir_fd=self._dir)
             if gid != -1:
                 os.chown(path.name, -1, gid, dir_fd=self._dir, follow_symlinks=False)
             if settings.socket_mode & 0o060:  # the file's group may connect: so may its peers

@@ -45,8 +45,10 @@ def open_directory(
         UnsafeDirectoryError: a directory on the way may be changed by another user.
         OSError: it cannot be opened or created (``FileNotFoundError``, permissions...).
     """
-    parts: deque[str] = deque(Path(os.path.abspath(path)).parts[1:])
-    here = Path("/")
+    # Not os.path.abspath: it would fold "x/.." before "x" is resolved, the kernel after.
+    start = path if path.is_absolute() else Path(os.getcwd()) / path
+    parts: deque[str] = deque(start.parts[1:])
+    here = Path("/")  # the physical path of fd, for messages
     fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     links = 0
     me = os.geteuid() if uid is None else uid
@@ -57,14 +59,23 @@ def open_directory(
             if name in ("", "."):
                 continue
             child = _open_or_make(name, fd, here / name, create=create, mode=mode)
-            info = os.fstat(child)
-            if stat.S_ISLNK(info.st_mode):
-                os.close(child)  # stable: its directory was checked
-                links += 1
-                if links > _MAX_SYMLINKS:
-                    msg = f"{path}: too many levels of symbolic links"
+            target: Path | None = None
+            keep = False  # child becomes fd: a checked directory
+            try:
+                info = os.fstat(child)
+                if stat.S_ISLNK(info.st_mode):
+                    links += 1
+                    target = _link(child, info, here / name, me, too_many=links > _MAX_SYMLINKS)
+                elif not stat.S_ISDIR(info.st_mode):
+                    msg = f"{here / name} is not a directory"
                     raise UnsafeDirectoryError(msg)
-                target = Path(os.readlink(name, dir_fd=fd))
+                else:
+                    _check(info, here.parent if name == ".." else here / name, me, last=not parts)
+                    keep = True
+            finally:
+                if not keep:
+                    os.close(child)
+            if target is not None:
                 parts.extendleft(
                     reversed(target.parts[1:] if target.is_absolute() else target.parts)
                 )
@@ -73,17 +84,27 @@ def open_directory(
                     fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
                     here = Path("/")
                 continue
-            if not stat.S_ISDIR(info.st_mode):
-                os.close(child)
-                msg = f"{here / name} is not a directory"
-                raise UnsafeDirectoryError(msg)
             here = here.parent if name == ".." else here / name
-            _check(info, here, me, last=not parts)
             os.close(fd)
             fd = child
         return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
     finally:
         os.close(fd)
+
+
+def _link(fd: int, info: os.stat_result, shown: Path, me: int, *, too_many: bool) -> Path:
+    """Where the symlink open at *fd* points (read from that very inode, not its name). It
+    must be root's or the daemon's user's: in a sticky directory (/tmp) anyone may plant one."""
+    if too_many:
+        msg = f"{shown}: too many levels of symbolic links"
+        raise UnsafeDirectoryError(msg)
+    if info.st_uid not in (0, me):
+        msg = (
+            f"{shown} is a symlink of uid {info.st_uid}, neither root nor the daemon's user"
+            f" (uid {me}): that user could point it anywhere; name the directory itself"
+        )
+        raise UnsafeDirectoryError(msg)
+    return Path(os.readlink("", dir_fd=fd))
 
 
 def _open_or_make(name: str, parent: int, shown: Path, *, create: bool, mode: int) -> int:

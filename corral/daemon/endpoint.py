@@ -8,9 +8,10 @@ of head, ``REQUEST_TIMEOUT`` to send it), anything else gets a plain 4xx, and a 
 (out of file descriptors) is retried, never fatal.
 
 Any local user can connect, so slow clients must not starve the probes: at most
-``MAX_CLIENTS`` connections are kept, and a new one past that closes the *oldest* (a client
-that has not finished its request, or does not read its answer, long after a probe would
-have). A probe, which sends its request at once and reads its answer, is served whatever
+``MAX_CLIENTS`` connections are kept, and a new one past that closes the oldest client still
+sending its request head, else the oldest whose answer has been written for more than
+``ANSWER_GRACE`` (it does not read it); an answer being written to a client that reads it is
+never cut. A probe, which sends its request at once and reads its answer, is served whatever
 number of idle connections others hold open.
 """
 
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 import anyio.abc
 import anyio.streams.stapled
+import attrs
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from corral.daemon.listener import accept
@@ -41,6 +43,17 @@ _GONE: Final = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 _REASONS: Final = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 _REASONS_5XX: Final = {500: "Internal Server Error", 503: "Service Unavailable"}
 
+ANSWER_GRACE: Final = 1.0  # seconds an answer may take to be read before its client counts as slow
+
+
+@attrs.define
+class _Client:
+    """One connection: its scope (cancelled to evict it) and when its answer began."""
+
+    scope: anyio.CancelScope
+    answering: float | None = None  # still sending its request head while None
+
+
 # A page: (status, content type, body), made when asked.
 Page = tuple[int, str, bytes]
 
@@ -53,7 +66,7 @@ class Endpoint:
         self.port = port
         self.pages = pages
         self._listener: anyio.streams.stapled.MultiListener[anyio.abc.SocketStream] | None = None
-        self._clients: dict[int, anyio.CancelScope] = {}  # by arrival: the oldest first
+        self._clients: dict[int, _Client] = {}  # by arrival: the oldest first
         self._arrivals = 0
 
     @property
@@ -97,20 +110,37 @@ class Endpoint:
         accept (no file descriptors left, say) is logged and retried, never fatal."""
         while True:
             stream = await accept(listener, "metrics listener", log)
-            if len(self._clients) >= MAX_CLIENTS:
-                oldest = next(iter(self._clients))
-                self._clients.pop(oldest).cancel()
+            if len(self._clients) >= MAX_CLIENTS and not self._evict():
+                await stream.aclose()  # every client is being answered: this one waits its turn
+                continue
             self._arrivals += 1  # here, not in the task: the next accept must see it
-            scope = self._clients[self._arrivals] = anyio.CancelScope()
-            tg.start_soon(self._connection, stream, self._arrivals, scope)
+            client = self._clients[self._arrivals] = _Client(anyio.CancelScope())
+            tg.start_soon(self._connection, stream, self._arrivals, client)
+
+    def _evict(self) -> bool:
+        """Close the oldest client still sending its request, else the oldest that has not
+        read its answer for ANSWER_GRACE; False if every client is being answered."""
+        now = anyio.current_time()
+        slow = [n for n, c in self._clients.items() if c.answering is None]
+        if not slow:
+            slow = [
+                n
+                for n, c in self._clients.items()
+                if c.answering is not None and now - c.answering > ANSWER_GRACE
+            ]
+        if not slow:
+            return False
+        self._clients.pop(slow[0]).scope.cancel()
+        return True
 
     async def _connection(
-        self, stream: anyio.abc.SocketStream, arrival: int, scope: anyio.CancelScope
+        self, stream: anyio.abc.SocketStream, arrival: int, client: _Client
     ) -> None:
         try:
-            with scope, contextlib.suppress(*_GONE):
+            with client.scope, contextlib.suppress(*_GONE):
                 async with stream:
                     page, head_only = await self._read(stream)
+                    client.answering = anyio.current_time()
                     await self._respond(stream, page, head_only=head_only)
         finally:
             self._clients.pop(arrival, None)

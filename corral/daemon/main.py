@@ -83,7 +83,7 @@ from corral.errors import (
     UnknownPathError,
     UnsupportedError,
 )
-from corral.supervisors.events import ChildAbandoned
+from corral.supervisors.events import ChildAbandoned, SupervisorAutoShutdown
 from corral.supervisors.reconfigure import declared_paths, plan_tree
 from corral.supervisors.spec import (
     ChildSpec,
@@ -107,6 +107,7 @@ __all__ = ("Daemon", "DaemonError", "ExitCode", "Killed", "run")
 
 log = logging.getLogger("corral.daemon")
 RECENT_EVENTS: Final = 1000  # kept for `corral events`
+LOAD_TIMEOUT: Final = 60.0  # seconds a reload waits for its file to be read, modules imported
 
 
 class ExitCode(enum.IntEnum):
@@ -160,6 +161,8 @@ class Daemon:
     _booting: bool = True  # until the whole tree has started
     _boot: anyio.CancelScope | None = None  # the boot's, while it runs: a stop cancels it
     _reload_after_boot: bool = False  # a SIGHUP came during the boot
+    _tree_opened: Tree | None = None  # from the moment its boot begins (self.tree: once up)
+    _shut_down: bool = False  # the root shut down by itself (auto-shutdown): a clean end
     _configuring: _Configuring | None = None  # a reload that found the file fixed
     _transition: anyio.Event = attrs.field(factory=anyio.Event)  # set at each change of phase
     _probes: anyio.abc.TaskGroup | None = None  # tasks that live as long as serve()
@@ -167,6 +170,7 @@ class Daemon:
     _status_changed: anyio.Event = attrs.field(factory=anyio.Event)
     _window: tuple[SupervisorSpec | None, float] = (None, 0.0)  # _progress_window's, per spec
     exit_now: Callable[[int], None] = attrs.field(factory=lambda: _hard_exit)  # tests replace it
+    load_timeout: float = LOAD_TIMEOUT  # a reload gives up on reading its file after this
 
     @property
     def spec(self) -> SupervisorSpec:
@@ -213,15 +217,21 @@ class Daemon:
             return False
 
     def _is_gone(self, path: str) -> bool:
-        """Whether the child at *path* has left the tree for good: its supervisor runs and
-        has no such child. Below a supervisor that is not running now (in backoff, held),
-        nothing is gone yet."""
+        """Whether the child at *path* has left the tree for good: the nearest running
+        supervisor above it has no child on the way to it (a pool's terminated child; all
+        the children of a pool supervisor that was itself removed). Below a supervisor that
+        exists but is not running now (in backoff, held), nothing is gone."""
         tree = self.tree
-        parent, _, child_id = path.rpartition("/")
-        try:
-            return tree is not None and child_id not in tree.supervisor(parent or "/")
-        except CorralError:
+        if tree is None:
             return False
+        child = path
+        while child != "/":
+            parent, _, child_id = child.rpartition("/")
+            try:
+                return child_id not in tree.supervisor(parent or "/")
+            except CorralError:
+                child = parent or "/"  # not running: ask the one above
+        return False
 
     def unready(self) -> str | None:
         """Why /readyz says 503, or None when ready: the tree has started, the daemon is not
@@ -265,6 +275,8 @@ class Daemon:
         and notes the children abandoned (named when the daemon exits without them)."""
         if isinstance(event, ChildAbandoned) and event.path not in self._abandoned:
             self._abandoned.append(event.path)
+        elif isinstance(event, SupervisorAutoShutdown) and event.path == "/":
+            self._shut_down = True
         notifier = self.notifier
         if notifier.enabled:
             if self._booting or self._stopping:
@@ -533,6 +545,7 @@ class Daemon:
                     self._observe,
                 ),
                 timings=settings.metrics_address() is not None,
+                on_open=self._opened,
             ) as tree:
                 self._boot = None
                 self.tree = tree
@@ -556,13 +569,11 @@ class Daemon:
                     if shutdown_trigger is not None:
                         tg.start_soon(self._stop_after, shutdown_trigger)
                     if self._reload_after_boot:
+                        self._reload_after_boot = False
                         tg.start_soon(self._reload_logged)
                     await self._stop.wait()
                     tree.stop()  # the socket still answers meanwhile (status, `stopping`)
-                    await tree.wait_stopped()
-                    # Whatever is left are tasks abandoned after their shutdown timeout:
-                    # they may never end, and the daemon does not wait for them.
-                    self._exit_unless_done_within(EXIT_GRACE)
+                    await tree.wait_stopped()  # then _until_the_tree_ends takes over
                     tg.cancel_scope.cancel()
         if boot.cancelled_caught:
             log.info("the boot was stopped: the children started so far were stopped")
@@ -637,16 +648,32 @@ class Daemon:
         """A second SIGTERM or SIGINT: what still runs is cancelled at once, and the daemon
         exits without waiting for what a cancellation cannot end."""
         log.warning("%s again: forcing the stop; children still running are cancelled", name)
-        if self.tree is not None:
-            self.tree.stop(anyio.current_time())
-        self._exit_unless_done_within(FORCE_GRACE)
+        if self._tree_opened is not None:  # also while it boots
+            self._tree_opened.stop(anyio.current_time())
+        if self._probes is not None:
+            self._probes.start_soon(self._exit_after, FORCE_GRACE)
 
-    def _exit_unless_done_within(self, seconds: float) -> None:
-        """Exit at once if serve() has not returned in *seconds* (it is stuck on tasks that
-        ignore cancellation)."""
-        probes = self._probes
-        if probes is not None:
-            probes.start_soon(self._exit_after, seconds)
+    def _opened(self, tree: Tree) -> None:
+        """``open_tree``'s ``on_open``: the tree exists, its boot begins."""
+        self._tree_opened = tree
+        if self._probes is not None:
+            self._probes.start_soon(self._until_the_tree_ends, tree)
+
+    async def _until_the_tree_ends(self, tree: Tree) -> None:
+        """Once every child of *tree* has stopped or been abandoned, however that came about
+        (asked to, a failed boot, the root gave up), the tree must be gone within EXIT_GRACE:
+        if abandoned tasks hold it, the daemon exits without them, with the exit status the
+        tree's end deserves."""
+        await tree.wait_stopped()
+        ended_well = self._stopping or self._shut_down  # else a failed boot, or it gave up
+        with anyio.move_on_after(EXIT_GRACE) as grace:
+            with contextlib.suppress(CorralError):  # the failure is serve()'s to report
+                await tree.wait()
+        if grace.cancelled_caught:
+            if not ended_well:
+                log.error("the tree failed; its children are stopped or abandoned")
+                self.exit_code = ExitCode.TREE_FAILED
+            await self._exit_after(0.0)
 
     async def _exit_after(self, seconds: float) -> None:
         await anyio.sleep(seconds)  # cancelled when serve() returns in time
@@ -851,8 +878,19 @@ class Daemon:
         """
         async with self._reloading:
             # Read and imported in a thread of its own: a slow import or a big file must not
-            # stop the loop, and one that never returns must not keep the process alive.
-            new = await in_daemon_thread(self._load)
+            # stop the loop, and one that never returns must not keep the process alive, nor
+            # this lock (the reloads after it) held.
+            loaded: list[LoadedConfig] = []
+            with anyio.move_on_after(self.load_timeout):
+                loaded.append(await in_daemon_thread(self._load))
+            if not loaded:
+                msg = (
+                    f"reading and importing it took over {self.load_timeout:g} s: a module"
+                    " that blocks at import? It is left importing, and importing it again"
+                    " waits for it: restart the daemon once the module is fixed"
+                )
+                raise ConfigError(self.config_path or DEMO, msg)
+            new = loaded[0]
             if self._stopping:
                 msg = "the daemon is stopping: the reload was not applied"
                 raise DaemonStoppingError(msg)
@@ -922,6 +960,8 @@ class Daemon:
         self.notifier.reloading()
         self._transitioned()
         await configuring.done.wait()
+        if isinstance(configuring.error, DaemonStoppingError):
+            raise configuring.error
         if configuring.error is not None:
             raise NotConfiguredError(self._not_configured_message())
         changes = [f"started the tree: {count} children under /"]
@@ -1026,6 +1066,8 @@ class _Configuring:
 EXIT_GRACE: Final = 0.5
 """Seconds the daemon waits, once its tree has stopped, for abandoned tasks before it exits
 without them."""
+EXIT_HANDLERS: Final = 2.0
+"""Seconds the interpreter's exit handlers get when the daemon exits without its tasks."""
 FORCE_GRACE: Final = 1.0
 """Seconds a forced stop (a second signal) is given to end every task before the daemon exits
 without them."""
@@ -1034,7 +1076,12 @@ without them."""
 def _hard_exit(code: int) -> None:  # pragma: no cover  # the process ends here
     """End the process now, although tasks that ignore cancellation still run (an event loop
     cannot end before its last task; the daemon must). What the interpreter runs at exit
-    (atexit: logging's flush, coverage) runs first; threads and tasks are not waited for."""
+    (atexit: logging's flush, coverage) runs first, for at most EXIT_HANDLERS seconds (an
+    actor's multiprocessing child, a stuck log stream could hold it); threads and tasks are
+    not waited for."""
+    backstop = threading.Timer(EXIT_HANDLERS, os._exit, (code,))
+    backstop.daemon = True
+    backstop.start()
     atexit._run_exitfuncs()
     os._exit(code)
 

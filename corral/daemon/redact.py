@@ -25,7 +25,7 @@ import re
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
 __all__ = ("MASK", "RedactingFilter", "Redactor")
 
@@ -40,8 +40,19 @@ _QUOTED_VALUE: Final = r"""(?:\\?)b?["'])((?!<redacted>)[^"'\\\n]++)"""  # up to
 _BARE_CHARS: Final = r"""[^\s"'\\,;&(){}\[\]<>]++"""
 # up to a blank; "a,b" is one value, "a, b" two
 _BARE_VALUE: Final = rf""")((?!<redacted>|b["']){_BARE_CHARS}(?:,{_BARE_CHARS})*+)"""
-# a list or tuple: ['a', 'b'], (x); all of it up to its closing bracket (or the line's end)
-_LIST_VALUE: Final = r""")[\[(]((?!<redacted>)[^\])\n]++)"""
+# A list or tuple, ['a', 'b'] or (x), one level of brackets deep inside it ([['a'], ['b']]):
+# its content up to its closing bracket (or the line's end). In a JSON frame it also ends
+# where the JSON string holding it ends (an unescaped quote) or at an escaped newline, and an
+# escape is taken whole, so that what is masked never crosses the frame's structure.
+_ITEM: Final = r"""[^\[\]()\n]"""
+_FRAME_ITEM: Final = r"""(?:[^\[\]()\n"\\]|\\[^n])"""
+
+
+def _list_value(item: str) -> str:
+    return rf""")[\[(]((?!<redacted>)(?:{item}|[\[(]{item}*+[\])])++)"""
+
+
+_JSON_KEY_END: Final = re.compile(r"""(?<!\\)"[ \t]*+:[ \t]*+$""")  # a frame's own "key":
 _URL: Final = re.compile(  # scheme://user:PASSWORD@host, the user possibly empty
     r"""(?<![\w+.-])([a-zA-Z][\w+.-]*+://[^/\s:@"'\\]*+:)([^@\s/"'\\]++)@"""
 )
@@ -61,21 +72,30 @@ class Redactor:
     def __init__(self, names: Iterable[str]) -> None:
         self._names = tuple(sorted({_squeeze(n) for n in names if n}))
         self._pairs: tuple[re.Pattern[str], ...] = ()
+        self._frame_pairs: tuple[re.Pattern[str], ...] = ()
         if self._names:
             # From the name on, at most 64 more key characters: each attempt is bounded.
             key = rf"(?i)((?:{'|'.join(map(_loose, self._names))})[\w-]{{0,64}}+"
-            self._pairs = (
-                re.compile(key + _CLOSE + _QUOTED_VALUE),  # 'password': 'x', \"token\": \"x\"
-                re.compile(key + _CLOSE + _LIST_VALUE),  # tokens=['a', 'b'], password=(x)
-                re.compile(key + _CLOSE + _BARE_VALUE),  # password=x, token: x, secret=a,b
-            )
+            quoted = re.compile(key + _CLOSE + _QUOTED_VALUE)  # 'password': 'x', \"token\": \"x\"
+            bare = re.compile(key + _CLOSE + _BARE_VALUE)  # password=x, token: x, secret=a,b
+            # tokens=['a', 'b'], password=(x)
+            self._pairs = (quoted, re.compile(key + _CLOSE + _list_value(_ITEM)), bare)
+            self._frame_pairs = (quoted, re.compile(key + _CLOSE + _list_value(_FRAME_ITEM)), bare)
 
     def __call__(self, text: str) -> str:
+        return self._redact(text, self._pairs, _masked)
+
+    def _redact(
+        self,
+        text: str,
+        pairs: tuple[re.Pattern[str], ...],
+        masked: Callable[[re.Match[str]], str],
+    ) -> str:
         lowered = text.lower()
         squeezed = lowered.replace("-", "").replace("_", "") if self._names else ""
         if any(name in squeezed for name in self._names):
-            for pattern in self._pairs:
-                text = pattern.sub(lambda m: m.group(0)[: m.start(2) - m.start(0)] + MASK, text)
+            for pattern in pairs:
+                text = pattern.sub(masked, text)
         if "://" in text:
             text = _URL.sub(rf"\1{MASK}@", text)
         if "bearer" in lowered or "basic" in lowered:
@@ -83,13 +103,28 @@ class Redactor:
         return text
 
     def encoded(self, frame: bytes) -> bytes:
-        """*frame* (UTF-8 JSON) with its secrets redacted; the result is still valid JSON,
-        since the mask has neither a backslash nor a quote and no pattern takes a quote or a
-        backslash but a list's whole content (whose escapes end before its bracket: valid
-        JSON has no ``\\]`` or ``\\)``)."""
+        """*frame* (UTF-8 JSON) with its secrets redacted; the result is still valid JSON:
+        no mask crosses the end of a JSON string or splits an escape, and a bare value of the
+        frame's own (``"token": 5``) becomes the string ``"<redacted>"``."""
         text = frame.decode()
-        redacted = self(text)
+        redacted = self._redact(text, self._frame_pairs, _frame_masked)
         return frame if redacted == text else redacted.encode()
+
+
+def _masked(match: re.Match[str]) -> str:
+    """The key part of *match*, then the mask for its value (group 2)."""
+    return match.group(0)[: match.start(2) - match.start(0)] + MASK
+
+
+def _frame_masked(match: re.Match[str]) -> str:
+    """As ``_masked``, in a JSON frame: a value of the frame's own (``"token": 5``, not text
+    inside a string) becomes a JSON string, and a list of its own keeps its structure."""
+    key = match.group(0)[: match.start(2) - match.start(0)]
+    if _JSON_KEY_END.search(key.rstrip("[(")):
+        if key.endswith(("[", "(")):
+            return match.group(0)  # the frame's own list: masking inside it breaks it
+        return f'{key}"{MASK}"'
+    return key + MASK
 
 
 def _squeeze(text: str) -> str:

@@ -123,13 +123,18 @@ class TreeServices:
 
     def discard_cells(self, path: str, keep: Collection[str] = ()) -> None:
         """Removed (all at or below *path* but *keep*): queued messages become "undelivered"
-        dead letters, paths are freed."""
+        dead letters, paths are freed, and so are the timings of supervisors at or below it
+        (a pool of supervisors would otherwise leave one per child ever started)."""
+        worker = path in self.cells
         for cell in self._under(path):
             if cell.path in keep:
                 continue
             cell.discard("undelivered")
             self.registry.unregister(cell.path)
             del self.cells[cell.path]
+        if self.timings and not worker:
+            for supervisor in [p for p in self.timings if within(p, path) and p not in keep]:
+                del self.timings[supervisor]
 
 
 @final
@@ -387,6 +392,7 @@ async def open_tree(
     on_held: Callable[[frozenset[str]], None] | None = None,
     observers: Iterable[Observer] = (),
     timings: bool = False,
+    on_open: Callable[[Tree], None] | None = None,
 ) -> AsyncIterator[Tree]:
     """Start *spec*'s tree (children in order, each ready before the next) and yield it.
 
@@ -401,6 +407,8 @@ async def open_tree(
             boot too.
         timings: keep sampled handling times and call latencies per supervisor
             (``Tree.timings``), for metrics.
+        on_open: called with the tree before its children start: an owner that must be able
+            to stop (``Tree.stop``) or watch (``Tree.wait_stopped``) it during the boot too.
 
     Raises:
         StartError: a child failed to start; nothing is left running.
@@ -416,6 +424,8 @@ async def open_tree(
     for observer in observers:
         services.bus.subscribe(observer)
     tree = Tree(spec, services)
+    if on_open is not None:
+        on_open(tree)
     ready = Call(None, services.new_waiter)
     leaf: BaseException | None = None
     try:

@@ -75,6 +75,42 @@ def test_a_shielded_child_is_abandoned_and_the_daemon_exits(
         )
 
 
+@pytest.mark.parametrize(
+    ("flag", "child"),
+    [
+        ("intensity = 1", "tests.e2e.actors:FailsToStart"),  # the boot fails
+        ("intensity = 0", "tests.e2e.actors:crash_on_start"),  # the root gives up
+    ],
+    ids=["boot-fails", "root-gives-up"],
+)
+def test_a_failed_tree_with_a_shielded_child_exits_69(
+    workdir: Path, backend: str, daemons: list[Daemon], flag: str, child: str
+) -> None:
+    """When the tree fails by itself (a child fails to start, the root gives up) and a
+    child ignores cancellation, the daemon still exits, 69 (the tree failed), so systemd's
+    Restart= acts: nobody has to send a signal."""
+    config = write_config(
+        workdir,
+        STEADY.replace("[supervisor]", f"[supervisor]\n{flag}")
+        + textwrap.dedent(f"""
+            [[supervisor.children]]
+            id = "stubborn"
+            start = "tests.e2e.actors:shielded"
+            shutdown = 0.2
+
+            [[supervisor.children]]
+            id = "bad"
+            start = "{child}"
+        """),
+    )
+    d = Daemon.start(config, backend, wait_ready=False)
+    daemons.append(d)
+    assert d.wait() == 69
+    assert [r["path"] for r in d.records("child-abandoned")] == ["/stubborn"]
+    (stopped,) = d.records("daemon-stopped")
+    assert "/stubborn (abandoned" in stopped["message"]
+
+
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_a_stuck_start_stops_the_boot(
     workdir: Path, backend: str, daemons: list[Daemon], second: int
@@ -387,3 +423,26 @@ def test_an_unusable_state_directory_under_socket_activation_is_not_configured(
     assert d.cli("reload").rc == 0
     assert d.cli("status", "/a").rc == 0
     assert d.stop() == 0
+
+
+def test_a_stop_during_a_boot_that_a_reload_began_is_a_clean_stop(
+    workdir: Path, backend: str, daemons: list[Daemon]
+) -> None:
+    """Not configured, the file fixed, SIGHUP starts the boot; a SIGTERM while a child is
+    still starting stops the boot and the daemon exits 0 (it once crashed, exit 1)."""
+    config = write_config(workdir, BAD_STRATEGY)
+    d = activated(config, backend)
+    daemons.append(d)
+    assert d.cli("status").rc == 1  # starts it: not configured
+    gate = workdir / "go"
+    write_config(
+        workdir,
+        STEADY + f'[[supervisor.children]]\nid = "b"\nstart = "tests.e2e.actors:Gate"\n'
+        f'args = {{ path = "{gate}" }}\n',
+    )
+    d.signal(signal.SIGHUP)
+    d.wait_for(lambda r: r.get("message", "").startswith("gate: waiting for"))
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0
+    assert [r["path"] for r in d.records("child-stopped")] == ["/b", "/a"]
+    assert not [r for r in d.seen if "traceback" in r]

@@ -751,6 +751,32 @@ start = "corral.demo:Echo"
 """
 
 
+async def test_a_reload_stuck_importing_gives_up_and_the_next_one_works(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """A reload whose module never finishes importing is answered invalid_config after the
+    load timeout (the import left behind), and the lock is free: the next reload, of a fixed
+    file, is applied."""
+    daemon = make_daemon(workdir, anyio_backend, from_file=True)
+    daemon.load_timeout = 0.5
+    path = workdir / "corral.toml"
+    good = path.read_text()
+    async with serving(daemon) as running:
+        conn = await running.connect()
+        path.write_text(
+            good
+            + '\n[[supervisor.children]]\nid = "stuck"\nstart = "tests.e2e.importers.blocks:X"\n'
+        )
+        assert await conn.error("reload") == (
+            "invalid_config",
+            f"{path}: reading and importing it took over 0.5 s: a module that blocks at"
+            " import? It is left importing, and importing it again waits for it: restart the"
+            " daemon once the module is fixed",
+        )
+        path.write_text(good + EXTRA)
+        assert (await conn.ok("reload"))["changes"] == ["start /extra (new)"]
+
+
 async def test_reload_dry_run_then_apply(workdir: Path, anyio_backend: str) -> None:
     """reload re-reads the file: a dry run only describes the changes, a reload applies them;
     [daemon] changes are noted, not applied."""

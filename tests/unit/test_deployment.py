@@ -200,3 +200,47 @@ async def test_accept_waits_out_a_shortage_and_says_so_once(
     gone = _Failing(OSError(errno.EBADF, "Bad file descriptor"))
     with pytest.raises(OSError, match="Bad file descriptor"):
         await listener.accept(gone, "test", log)  # type: ignore[arg-type]  # a stand-in
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a symlink of another user needs root to make")
+def test_another_users_symlink_in_a_sticky_directory_is_refused(tmp_path: Path) -> None:
+    """In a sticky, world-writable directory (as /tmp) anyone may plant a symlink where the
+    state directory is expected: one that is not root's or the daemon's is refused, wherever
+    it points."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o750)
+    planted = shared / "corral-state"
+    planted.symlink_to(victim)
+    os.lchown(planted, 4321, 4321)
+    with pytest.raises(UnsafeDirectoryError, match="is a symlink of uid 4321"):
+        open_directory(planted, create=True)
+    os.lchown(planted, 0, 0)  # root's own link is followed
+    os.close(open_directory(planted))
+
+
+def test_dot_dot_is_resolved_after_the_symlink_before_it(tmp_path: Path) -> None:
+    """`link/..` is the parent of where link points (as the kernel resolves it), not the
+    directory holding the link (as a textual normalization would have it)."""
+    (tmp_path / "real" / "sub").mkdir(parents=True, mode=0o750)
+    (tmp_path / "other").mkdir(mode=0o750)
+    (tmp_path / "other" / "link").symlink_to(tmp_path / "real" / "sub")
+    fd = open_directory(tmp_path / "other" / "link" / "..")
+    try:
+        assert os.path.samestat(os.fstat(fd), (tmp_path / "real").stat())
+    finally:
+        os.close(fd)
+
+
+def test_a_refused_directory_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    """Refusals close what they opened: a daemon retrying a reload never runs out."""
+    unsafe = tmp_path / "unsafe"
+    unsafe.mkdir()
+    unsafe.chmod(0o777)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(UnsafeDirectoryError):
+            open_directory(unsafe)
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -16,6 +16,8 @@ import tracemalloc
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from corral.actors.timing import Histogram
 from corral.daemon.loop import LoopMonitor, running_actor
@@ -214,6 +216,8 @@ def test_secrets_are_redacted(text: str, expected: str) -> None:
         ('password="a \\" b"', f'password="{MASK}\\" b"'),
         ("{'tokens': [\"a\\\\\", 'b\\\\']}", f"{{'tokens': [{MASK}]}}"),
         ('{"tokens": ["a", "b"]} done', f'{{"tokens": [{MASK}]}} done'),
+        ("ValueError: bad token=[abc\nnext line", f"ValueError: bad token=[{MASK}\nnext line"),
+        ("tokens=[['a'], ['b']] after", f"tokens=[{MASK}] after"),
     ],
 )
 def test_redaction_of_a_frame_keeps_it_valid_json(value: str, expected: str | None) -> None:
@@ -442,3 +446,35 @@ async def test_running_actor_finds_the_cell_in_the_stack(anyio_backend: str) -> 
     thread.start()
     thread.join()
     assert seen == ["/db", None]
+
+
+def test_a_frames_own_secret_value_stays_json() -> None:
+    """A frame's own `"token": 5` (not text inside a string) is masked as a JSON string."""
+    assert json.loads(REDACT.encoded(b'{"token":1,"tokens":["a","b"],"x":2}\n')) == {
+        "token": MASK,
+        "tokens": ["a", "b"],  # the frame's own list: its structure stays, never broken
+        "x": 2,
+    }
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["token", "tokens", "password", "x", "api_key", "why"])
+            | st.text(max_size=8),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=20,
+)
+secretish = st.text(alphabet="token=:[]()'\"\\\n ,ab", max_size=40)
+
+
+@given(value=json_values, text=secretish)
+def test_any_frame_stays_valid_json(value: object, text: str) -> None:
+    """Whatever a frame holds, secret-looking text included, it is JSON after redaction."""
+    frame = json.dumps({"value": value, "text": text}).encode() + b"\n"
+    json.loads(REDACT.encoded(frame))
