@@ -40,6 +40,7 @@ import inspect
 import os
 import re
 import stat
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, get_args
 
@@ -180,6 +181,9 @@ class DaemonConfig(Base, frozen=True):
     # Actor args whose name contains one of these (case, "-" and "_" ignored) are shown as
     # "<redacted>" in logs, `status` and `why`; so are passwords in URLs and bearer tokens.
     redact: list[str] = msgspec.field(default_factory=lambda: list(REDACT_DEFAULT))
+    # Directories (relative to the config file's) added to the import path, after the config
+    # file's own directory, which is always importable (as `python app.py` makes its own).
+    python_path: list[str] = msgspec.field(default_factory=list)
 
     def socket_path(self) -> Path:
         if self.control_socket:
@@ -255,7 +259,7 @@ def load(path: str | os.PathLike[str]) -> LoadedConfig:
         data = _read(source)
     except OSError as exc:
         raise ConfigError(source, f"cannot read the config: {exc.strerror or exc}") from None
-    return parse(data, source)
+    return parse(data, source, base=Path(os.path.abspath(source)).parent)
 
 
 MAX_CONFIG_SIZE: Final = 16 * 1024 * 1024  # bytes: a tree of 100,000 declared children fits
@@ -294,12 +298,15 @@ def load_demo() -> LoadedConfig:
     return parse(data, DEMO)
 
 
-def parse(data: bytes | str, source: str) -> LoadedConfig:
-    """Decode and convert TOML *data*; *source* names it in errors."""
+def parse(data: bytes | str, source: str, *, base: Path | None = None) -> LoadedConfig:
+    """Decode and convert TOML *data*; *source* names it in errors. *base* is the directory of
+    the file: importable, and where relative ``python-path`` entries start (None: the
+    current directory, and nothing made importable but ``python-path``)."""
     try:
         config = msgspec.toml.decode(data, type=Config)
         converter = _Converter(source)
         converter.daemon(config.daemon)
+        converter.importable(base, config.daemon.python_path)
         return LoadedConfig(source, config, converter.root(config.supervisor))
     except msgspec.ValidationError as exc:
         raise _shape_error(source, str(exc)) from None
@@ -443,6 +450,27 @@ class _Converter:
                 name = config.socket_group
                 msg = f"group {name!r} does not exist: create it (groupadd {name}) or name another"
                 raise self.fail(msg, "$.daemon.socket-group") from None
+
+    def importable(self, base: Path | None, entries: list[str]) -> None:
+        """The config's directory and its ``python-path`` entries go first on ``sys.path``
+        (in that order, once each), before anything is imported."""
+        here = base or Path.cwd()
+        directories = [] if base is None else [base]
+        for index, entry in enumerate(entries):
+            directory = here / entry
+            if not directory.is_dir():
+                msg = (
+                    f"{entry!r} ({directory}) is not a directory: python-path names directories"
+                    " to import from, relative to the config file's"
+                )
+                raise self.fail(msg, f"$.daemon.python-path[{index}]")
+            directories.append(directory)
+        for directory in reversed(directories):
+            name = os.fspath(directory)
+            if name in sys.path:
+                sys.path.remove(name)
+            sys.path.insert(0, name)
+        importlib.invalidate_caches()
 
     def root(self, config: SupervisorConfig) -> SupervisorSpec:
         at = "$.supervisor"

@@ -900,12 +900,13 @@ class Daemon:
             plans = plan_tree(self._running_spec(self.spec), new.spec)
             changes = [line for plan in plans for line in plan.describe()]
             notes = []
-            if new.daemon != self.settings:
-                changed = [
-                    name.replace("_", "-")
-                    for name in new.daemon.__struct_fields__
-                    if getattr(new.daemon, name) != getattr(self.settings, name)
-                ]
+            changed = [  # python-path is not among them: it was added as the file was read
+                name.replace("_", "-")
+                for name in new.daemon.__struct_fields__
+                if name != "python_path"
+                and getattr(new.daemon, name) != getattr(self.settings, name)
+            ]
+            if changed:
                 notes.append(
                     f"[daemon] {', '.join(changed)} changed: applied when the daemon restarts"
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -773,3 +774,27 @@ def test_state_path(
     else:
         monkeypatch.setenv("STATE_DIRECTORY", state)
     assert settings.state_path() == expected
+
+
+def test_python_path_entries_must_be_directories(tmp_path: Path) -> None:
+    """A python-path entry that is not a directory (relative to the config's) is an error
+    naming it; the config's directory and the entries go first on sys.path, in order."""
+    config_file = tmp_path / "app.toml"
+    config_file.write_text('[daemon]\npython-path = ["src", "lib"]\n[supervisor]\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(config_file)
+    assert str(info.value) == (
+        f"{config_file}: 'src' ({tmp_path / 'src'}) is not a directory: python-path names"
+        " directories to import from, relative to the config file's at"
+        " $.daemon.python-path[0]"
+    )
+    (tmp_path / "src").mkdir()
+    (tmp_path / "lib").mkdir()
+    saved = list(sys.path)
+    try:
+        config.load(config_file)
+        assert sys.path[:3] == [str(tmp_path), str(tmp_path / "src"), str(tmp_path / "lib")]
+        config.load(config_file)  # again: no duplicates
+        assert sys.path.count(str(tmp_path / "src")) == 1
+    finally:
+        sys.path[:] = saved
