@@ -242,6 +242,9 @@ class LoadedConfig:
     source: str
     config: Config
     spec: SupervisorSpec
+    # Files of modules it names that changed since this process imported them: it keeps
+    # running the code it imported (a reload changes the config, not the code).
+    stale: tuple[str, ...] = ()
 
     @property
     def daemon(self) -> DaemonConfig:
@@ -307,7 +310,8 @@ def parse(data: bytes | str, source: str, *, base: Path | None = None) -> Loaded
         converter = _Converter(source)
         converter.daemon(config.daemon)
         converter.importable(base, config.daemon.python_path)
-        return LoadedConfig(source, config, converter.root(config.supervisor))
+        root = converter.root(config.supervisor)
+        return LoadedConfig(source, config, root, tuple(sorted(converter.stale)))
     except msgspec.ValidationError as exc:
         raise _shape_error(source, str(exc)) from None
     except msgspec.DecodeError as exc:
@@ -416,9 +420,30 @@ def _key(field: str) -> str:
     return field.replace("_", "-")
 
 
+_IMPORTED: dict[str, tuple[int, int]] = {}  # a module's file -> (mtime, size) when first named
+_NEW_CODE: Final = (
+    "the daemon keeps running the code it imported (a reload changes the config, not the"
+    " code): restart the daemon to run the new code"
+)
+
+
+def _changed(module: object) -> str | None:
+    """*module*'s file, if it changed since a config first named it in this process."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        return None
+    try:
+        info = os.stat(file)
+    except OSError:
+        return None
+    now = (info.st_mtime_ns, info.st_size)
+    return file if _IMPORTED.setdefault(file, now) != now else None
+
+
 @attrs.define
 class _Converter:
     source: str
+    stale: set[str] = attrs.field(factory=set)  # see LoadedConfig.stale
 
     def fail(self, message: str, at: str) -> ConfigError:
         return ConfigError(self.source, message, at)
@@ -587,7 +612,15 @@ class _Converter:
         """The args must fit the target's signature: found now, not at the first start."""
         problem = args_problem(target, config.args or {}, str(config.start))
         if problem is not None:
-            raise self.fail(problem, at)
+            raise self.fail(self._code_changed(problem, target), at)
+
+    def _code_changed(self, problem: str, target: object) -> str:
+        """*problem*, and why, when the module on disk is not the one imported."""
+        module = sys.modules.get(getattr(target, "__module__", "") or "")
+        file = _changed(module) if module is not None else None
+        if file is None:
+            return problem
+        return f"{problem}; {file} has changed since it was imported: {_NEW_CODE}"
 
     def target(self, config: ChildConfig, at: str) -> object:
         """Import ``package.module:callable`` and check that corral can run it."""
@@ -602,13 +635,22 @@ class _Converter:
             raise self.fail(msg, at)
         try:
             target: object = importlib.import_module(module_name)
-            for part in attribute.split("."):
-                target = getattr(target, part)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             # An import runs arbitrary code: any failure is reported, also one that would
             # end the daemon (sys.exit() in a script taken for a module).
             text = f"{type(exc).__name__}: {exc}".rstrip(": ")
             msg = f"cannot import {name!r}: {text}"
+            raise self.fail(msg, at) from None
+        changed = _changed(target)
+        if changed is not None:
+            self.stale.add(changed)
+        try:
+            for part in attribute.split("."):
+                target = getattr(target, part)
+        except Exception as exc:  # a module's __getattr__ may raise anything
+            msg = f"cannot import {name!r}: {type(exc).__name__}: {exc}"
+            if changed is not None:
+                msg += f"; {changed} has changed since it was imported: {_NEW_CODE}"
             raise self.fail(msg, at) from None
         runnable = (isinstance(target, type) and issubclass(target, Actor)) or (
             inspect.iscoroutinefunction(target)

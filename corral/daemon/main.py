@@ -910,6 +910,12 @@ class Daemon:
                 notes.append(
                     f"[daemon] {', '.join(changed)} changed: applied when the daemon restarts"
                 )
+            notes.extend(
+                f"{file} has changed since it was imported: the daemon keeps running the code"
+                " it imported (a reload changes the config, not the code); restart it to run"
+                " the new code"
+                for file in new.stale
+            )
             result = protocol.ReloadResult(
                 source=new.source, dry_run=dry_run, changes=changes, notes=notes, failures=[]
             )

@@ -79,3 +79,39 @@ def test_a_src_layout_names_its_directory_in_python_path(workdir: Path) -> None:
     config = home / "app.toml"
     config.write_text(config.read_text().replace("[daemon]", '[daemon]\npython-path = ["src"]'))
     assert corral(workdir, "check", str(config)).returncode == 0  # from any directory
+
+
+def test_a_reload_with_new_code_says_the_code_was_not_reloaded(
+    workdir: Path, backend: str, daemons: list[Daemon]
+) -> None:
+    """A keyword added to the actor's __init__ and to the config: the reload fails, saying
+    the module changed since it was imported and that a restart runs the new code; a change
+    the old code accepts is applied, with a note that the code was not reloaded."""
+    home = service(workdir)
+    d = Daemon.start(home / "app.toml", backend, cwd=workdir)
+    daemons.append(d)
+    actors = home / "jobsvc" / "actors.py"
+    actors.write_text(
+        actors.read_text().replace(
+            "def __init__(self, rate: float) -> None:",
+            "def __init__(self, rate: float, currency: str = 'EUR') -> None:",
+        )
+    )
+    config = home / "app.toml"
+    original = config.read_text()
+    config.write_text(
+        original.replace("args = { rate = 1.2 }", 'args = { rate = 1.2, currency = "USD" }')
+    )
+    refused = corral(workdir, "reload")
+    assert refused.returncode == 1
+    assert "args do not fit jobsvc.actors:Pricing(rate)" in refused.stderr
+    assert (
+        f"{actors} has changed since it was imported: the daemon keeps running the code it imported"
+        in refused.stderr
+    )
+    assert "restart the daemon to run the new code" in refused.stderr
+    config.write_text(original.replace("rate = 1.2", "rate = 1.5"))
+    applied = corral(workdir, "reload")
+    assert applied.returncode == 0, applied
+    assert "  restart /pricing (spec changed" in applied.stdout
+    assert f"note: {actors} has changed since it was imported" in applied.stdout
