@@ -10,8 +10,14 @@ import pytest
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
+def _text() -> str:
+    """The README but its "Your code" section (tests/e2e/test_your_code.py runs that one)."""
+    before, _, rest = README.read_text().partition("\n## Your code\n")
+    return before + "\n## " + rest.split("\n## ", 1)[1]
+
+
 def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    return re.findall(r"```python\n(.*?)```", _text(), flags=re.DOTALL)
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -35,7 +41,7 @@ def test_readme_config_example_is_valid_up_to_its_imports() -> None:
 
     from corral.daemon import config
 
-    blocks = re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    blocks = re.findall(r"```toml\n(.*?)```", _text(), flags=re.DOTALL)
     assert len(blocks) == 1
     decoded = msgspec.toml.decode(blocks[0], type=config.Config)
     assert [c.id for c in decoded.supervisor.children] == ["api", "pipeline", "sessions"]
