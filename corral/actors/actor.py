@@ -9,9 +9,11 @@ an incarnation crashes reach the next one, and a reference stays valid across re
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from typing import TYPE_CHECKING, Final, final
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 import anyio.lowlevel
@@ -36,9 +38,39 @@ if TYPE_CHECKING:
     from corral.actors.timing import Timings
     from corral.actors.waiter import Waiter
 
-__all__ = ("DEFAULT_CALL_TIMEOUT", "Actor", "ActorCell", "ActorRef", "Call", "Context")
+__all__ = (
+    "DEFAULT_CALL_TIMEOUT",
+    "Actor",
+    "ActorCell",
+    "ActorLogger",
+    "ActorRef",
+    "Call",
+    "Context",
+    "current_path",
+)
 
 DEFAULT_CALL_TIMEOUT = 5.0
+
+current_path: ContextVar[str | None] = ContextVar("corral_actor_path", default=None)
+"""The path of the actor whose task is running (None outside actors): set as each actor's
+task starts, inherited by the tasks and threads it starts, so that a log record made anywhere
+in its code can say whose it is."""
+
+
+class ActorLogger(logging.LoggerAdapter):  # type: ignore[type-arg]  # stdlib generic in 3.11
+    """A logger for one actor: every record carries its path (``fields["path"]``: the
+    daemon logs it as ``CHILD_PATH`` in the journal, ``path`` in JSON lines), from wherever
+    it is called."""
+
+    def __init__(self, logger: logging.Logger, path: str) -> None:
+        super().__init__(logger, {"path": path})
+        self.path = path
+
+    def process(self, msg: object, kwargs: Any) -> tuple[object, Any]:
+        extra = dict(kwargs.get("extra") or {})
+        extra["fields"] = {**(extra.get("fields") or {}), "path": self.path}
+        kwargs["extra"] = extra
+        return msg, kwargs
 
 
 class Actor:
@@ -52,6 +84,11 @@ class Actor:
     """
 
     ctx: Context
+
+    @property
+    def logger(self) -> ActorLogger:
+        """A logger named after this actor's module, whose records carry its path."""
+        return self.ctx.logger
 
     async def on_start(self) -> None:
         """Prepare before the first message; raising here is a start failure."""
@@ -381,12 +418,26 @@ class Context:
     """What an actor's code sees of the tree: its path and reference, lookups, and (for
     function actors) its mailbox."""
 
-    __slots__ = ("_cell", "_on_ready", "ready")
+    __slots__ = ("_cell", "_logger", "_module", "_on_ready", "ready")
 
-    def __init__(self, cell: ActorCell, on_ready: Callable[[], None]) -> None:
+    def __init__(
+        self, cell: ActorCell, on_ready: Callable[[], None], module: str = "corral.actors"
+    ) -> None:
         self._cell = cell
         self._on_ready = on_ready
+        self._module = module  # the actor's code: the logger's name
+        self._logger: ActorLogger | None = None
         self.ready = False
+
+    @property
+    def logger(self) -> ActorLogger:
+        """A logger named after the actor's module (``logging.getLogger(__name__)`` in it),
+        whose records carry the actor's path wherever they are made: the daemon writes them
+        with its own, in its format, and `corral logs PATH` shows them."""
+        logger = self._logger
+        if logger is None:
+            logger = self._logger = ActorLogger(logging.getLogger(self._module), self.path)
+        return logger
 
     @property
     def path(self) -> str:

@@ -66,6 +66,8 @@ MESSAGE_IDS: Final = {
     "reload": "481c921620f64823b215d45f710c2b58",
     "not-configured": "8930da68de6048bdb7b3ae67030c5886",
     "daemon-stopped": "2a08ffd979ea402bb6c5abfc232f17af",
+    "config-invalid": "b9eca2eb7e5d41ef9b1cdef52ad35159",
+    "daemon-failed": "8394049c13274cf683f1e7cc61fcd46d",
 }
 # record field -> journal field
 FIELDS: Final = {
@@ -251,4 +253,6 @@ def render(entry: Mapping[str, Any]) -> str:
     message = entry.get("MESSAGE", "")
     if isinstance(message, list):  # journalctl gives non-UTF-8 messages as byte arrays
         message = bytes(message).decode(errors="replace")
-    return f"{when} {message}"
+    first, *rest = str(message).rstrip("\n").split("\n")
+    indent = " " * (len(when) + 1)  # a traceback's lines under its message, as journalctl
+    return "\n".join([f"{when} {first}", *(indent + line for line in rest)])

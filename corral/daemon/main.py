@@ -62,7 +62,7 @@ from corral.daemon.config import (
 )
 from corral.daemon.control import ControlServer, DaemonStoppingError, NotConfiguredError
 from corral.daemon.endpoint import Endpoint, Page, text_page
-from corral.daemon.logging import describe_daemon, log_event
+from corral.daemon.logging import LogSink, describe_daemon, log_event
 from corral.daemon.loop import LoopMonitor
 from corral.daemon.metrics import (
     CONTENT_TYPE,
@@ -100,7 +100,7 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
-    from corral.supervisors.events import Event
+    from corral.supervisors.events import Event, Observer
     from corral.supervisors.tree import SupervisorRef, Tree
 
 __all__ = ("Daemon", "DaemonError", "ExitCode", "Killed", "run")
@@ -141,6 +141,7 @@ class Daemon:
     backend: str
     problem: CorralError | None = None  # not configured: why (socket activation only)
     activated: socket.socket | None = None  # the control socket passed by systemd
+    sink: LogSink | None = None  # the log, written in batches (None: records as they come)
     tree: Tree | None = None
     started_at: float = 0.0
     exit_code: ExitCode = ExitCode.OK
@@ -270,6 +271,12 @@ class Daemon:
 
         return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz}
 
+    def observers(self) -> tuple[Observer, ...]:
+        """What the daemon attaches to its tree's events: the log, the recent-events ring,
+        the metrics counters, and its own bookkeeping (systemd, abandoned children)."""
+        log = log_event if self.sink is None else self.sink.observe
+        return (log, self._recent.append, self.counters.observe, self._observe)
+
     def _observe(self, event: Event) -> None:
         """Keeps systemd informed: progress while booting or stopping, and the STATUS line;
         and notes the children abandoned (named when the daemon exits without them)."""
@@ -342,6 +349,8 @@ class Daemon:
                 failure: CorralError | None = None
                 async with anyio.create_task_group() as probes:
                     self._probes = probes
+                    if self.sink is not None:
+                        probes.start_soon(self.sink.run)
                     probes.start_soon(self.monitor.run)
                     probes.start_soon(self.notifier.pet, self.monitor.healthy)
                     probes.start_soon(server.serve)
@@ -356,13 +365,15 @@ class Daemon:
                     raise failure
                 return code
         except StartError as exc:
-            log.error("the tree did not start: %s", exc)  # noqa: TRY400  # the cause is logged
+            _failed(f"the tree did not start: {exc}")
             return ExitCode.TREE_FAILED
         except SupervisorGaveUpError as exc:
-            log.error("%s; the daemon exits", exc)  # noqa: TRY400  # events told the story
+            _failed(f"{exc}; the daemon exits")
             return ExitCode.TREE_FAILED
         finally:
             gc.unfreeze()
+            if self.sink is not None:
+                self.sink.flush()
             self._release()
             with anyio.CancelScope(shield=True):
                 await self._close_endpoint()
@@ -447,7 +458,7 @@ class Daemon:
         self.problem = None
         self.settings = settings = loaded.daemon
         self.state = StateFile(settings.state_path())
-        setup(settings.log_format, settings.log_level, redact=settings.redact)
+        self.sink = setup(settings.log_format, settings.log_level, redact=settings.redact)
         self.monitor.stall_timeout = settings.loop_stall_timeout
         if self.server is not None:
             self.server.apply(settings)
@@ -538,12 +549,7 @@ class Daemon:
                 held=held,
                 on_held=self._save_held,
                 dead_letters=settings.dead_letters,
-                observers=(
-                    log_event,
-                    self._recent.append,
-                    self.counters.observe,
-                    self._observe,
-                ),
+                observers=self.observers(),
                 timings=settings.metrics_address() is not None,
                 on_open=self._opened,
             ) as tree:
@@ -690,18 +696,9 @@ class Daemon:
         self.exit_now(int(self.exit_code))
 
     async def _reload_logged(self) -> None:
-        try:
-            result = await self.reload(dry_run=False)
-        except ConfigError as exc:
-            log.error("reload rejected, the running tree is unchanged: %s", exc)  # noqa: TRY400
-            return
-        except CorralError as exc:  # stopping meanwhile, or still not configured
-            log.error("reload not applied: %s", exc)  # noqa: TRY400  # the message says why
-            return
-        for line in result.changes or ["no changes"]:
-            log.info("reload: %s", line, extra={"fields": {"event": "reload"}})
-        for line in (*result.notes, *result.failures):
-            log.warning("reload: %s", line)
+        """A reload asked by SIGHUP: ``reload`` logs how it went."""
+        with contextlib.suppress(CorralError):
+            await self.reload(dry_run=False)
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -871,11 +868,33 @@ class Daemon:
 
     async def reload(self, *, dry_run: bool) -> protocol.ReloadResult:
         """Re-read the config and apply the difference (see ``supervisors/reconfigure.py``);
-        when the daemon is not configured, start the tree if the file is now valid.
+        when the daemon is not configured, start the tree if the file is now valid. However
+        it was asked (`corral reload`, `systemctl reload`, SIGHUP), an applied reload is
+        logged line by line (``reload``: its MESSAGE_ID), and a refused one as an error.
 
         Raises:
             ConfigError: the new file is invalid; nothing was changed.
         """
+        try:
+            result = await self._reload(dry_run=dry_run)
+        except ConfigError as exc:
+            if not dry_run:  # a dry run asks, and is answered: nothing to log
+                log.error("reload rejected, the running tree is unchanged: %s", exc)  # noqa: TRY400
+            raise
+        except CorralError as exc:  # stopping meanwhile, or still not configured
+            if not dry_run:
+                log.error("reload not applied: %s", exc)  # noqa: TRY400  # the message says why
+            raise
+        if not dry_run:
+            for line in result.changes or ["no changes"]:
+                log.info("reload: %s", line, extra={"fields": {"event": "reload"}})
+            for line in result.notes:
+                log.warning("reload: %s", line)
+            for line in result.failures:
+                log.error("reload: failed: %s", line, extra={"fields": {"event": "reload"}})
+        return result
+
+    async def _reload(self, *, dry_run: bool) -> protocol.ReloadResult:
         async with self._reloading:
             # Read and imported in a thread of its own: a slow import or a big file must not
             # stop the loop, and one that never returns must not keep the process alive, nor
@@ -1011,7 +1030,7 @@ def run(config_path: str | None, *, backend: str | None = None) -> ExitCode:
         activated = activated_socket()
     except OSError as exc:
         setup("auto", "info")
-        log.error("cannot use the control socket passed by systemd: %s", exc)  # noqa: TRY400
+        _failed(f"cannot use the control socket passed by systemd: {exc}")
         return ExitCode.INTERNAL
     loaded: LoadedConfig | None = None
     problem: ConfigError | None = None
@@ -1019,22 +1038,22 @@ def run(config_path: str | None, *, backend: str | None = None) -> ExitCode:
         loaded = load_demo() if config_path is None else load(config_path)
     except ConfigError as exc:
         if activated is None:
-            setup("text", "info")
-            log.error("%s", exc)  # noqa: TRY400  # the message is the whole story
+            setup("auto", "info")  # under systemd: a journal entry of priority err
+            log.error("%s", exc, extra={"fields": {"event": "config-invalid"}})  # noqa: TRY400
             return ExitCode.CONFIG
         problem = exc  # served as "not configured" (see the module's docstring)
     if loaded is not None:
         settings = loaded.daemon
-        setup(settings.log_format, settings.log_level, redact=settings.redact)
+        sink = setup(settings.log_format, settings.log_level, redact=settings.redact)
         chosen = backend or settings.backend
         state: StateFile | None = StateFile(settings.state_path())
     else:
-        setup("auto", "info")
+        sink = setup("auto", "info")
         chosen = backend or "asyncio"
         state = None
 
     async def main() -> ExitCode:
-        daemon = Daemon(loaded, config_path, state, chosen, activated=activated)
+        daemon = Daemon(loaded, config_path, state, chosen, activated=activated, sink=sink)
         if problem is not None:
             daemon._unconfigured(problem, None)
         return await daemon.serve()
@@ -1042,14 +1061,24 @@ def run(config_path: str | None, *, backend: str | None = None) -> ExitCode:
     try:
         return anyio.run(main, backend=chosen)
     except StateError as exc:
-        log.error("%s", exc)  # noqa: TRY400
+        _failed(str(exc), event="config-invalid")
         return ExitCode.CONFIG
     except DaemonError as exc:
-        log.error("%s", exc)  # noqa: TRY400
+        _failed(str(exc))
         return ExitCode.INTERNAL
     except Exception:
-        log.exception("internal error: please report it with this traceback")
+        log.exception(
+            "internal error: please report it with this traceback",
+            extra={"fields": {"event": "daemon-failed"}},
+        )
         return ExitCode.INTERNAL
+    finally:
+        sink.flush()  # a crash too: nothing queued is lost
+
+
+def _failed(message: str, event: str = "daemon-failed") -> None:
+    """The daemon cannot run: an error record with its MESSAGE_ID (journalctl -p err)."""
+    log.error("%s", message, extra={"fields": {"event": event}})
 
 
 @attrs.define(eq=False)

@@ -85,6 +85,15 @@ class Redactor:
     def __call__(self, text: str) -> str:
         return self._redact(text, self._pairs, _masked)
 
+    def may_hold_secrets(self, text: str) -> bool:
+        """Whether *text* has anything a pattern could mask (a redact name, a URL, a bearer
+        or basic scheme): False means redacting it changes nothing."""
+        lowered = text.lower()
+        if "://" in text or "bearer" in lowered or "basic" in lowered:
+            return True
+        squeezed = lowered.replace("-", "").replace("_", "")
+        return any(name in squeezed for name in self._names)
+
     def _redact(
         self,
         text: str,
@@ -140,12 +149,16 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        record.msg, record.args = self.redact(message), None
+        record.msg, record.args = message, None
         fields = getattr(record, "fields", None)
-        if fields:
-            record.fields = {
-                k: self.redact(v) if isinstance(v, str) else v for k, v in fields.items()
-            }
+        texts = [v for v in fields.values() if isinstance(v, str)] if fields else []
+        # One look at all the record's text first: most records hold nothing to redact.
+        if self.redact.may_hold_secrets("\n".join((message, *texts))):
+            record.msg = self.redact(message)
+            if fields:
+                record.fields = {
+                    k: self.redact(v) if isinstance(v, str) else v for k, v in fields.items()
+                }
         if record.exc_info and not record.exc_text:
             record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
         return True

@@ -46,9 +46,11 @@ class Clock:
 
     __slots__ = ("now", "offset")
 
-    def __init__(self) -> None:
-        self.now = anyio.current_time()
-        self.offset = time.time() - self.now
+    def __init__(self, now: float | None = None, wall: float | None = None) -> None:
+        """Read both clocks now (on the event loop), or take a reading made earlier: *now*
+        in the loop's monotonic time, *wall* in Unix time, at the same moment."""
+        self.now = anyio.current_time() if now is None else now
+        self.offset = (time.time() if wall is None else wall) - self.now
 
     def wall(self, monotonic: float) -> float:
         return round(monotonic + self.offset, 6)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final, final
 import anyio
 import attrs
 
-from corral.actors.actor import Actor, ActorCell, Call, Context, run_actor
+from corral.actors.actor import Actor, ActorCell, Call, Context, current_path, run_actor
 from corral.actors.mailbox import Mailbox
 from corral.actors.registry import join_path
 from corral.errors import (
@@ -739,10 +739,12 @@ class Supervisor:
         cleanup = _cleanup_timeout(spec)
         inbox = self.inbox
         running = False  # inside an incarnation, as opposed to parked between two
+        current_path.set(slot.path)  # this task's: its log records say whose they are
         try:
             while True:
                 incarnation = slot.incarnation
-                ctx = Context(cell, _noop if ready is None else ready.wake_with_none)
+                module = (type(target) if isinstance(target, Actor) else target).__module__
+                ctx = Context(cell, _noop if ready is None else ready.wake_with_none, module)
                 ctx.ready = ready is None
                 error: Exception | None = None
                 running = True

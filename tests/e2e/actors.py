@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import anyio
@@ -197,3 +198,30 @@ class GatedStop(corral.Actor):
         logging.getLogger("corral.tests").info("gated stop: waiting for %s", self.path)
         while not self.path.exists():  # noqa: ASYNC110  # a file from another process: no event
             await anyio.sleep(0.01)
+
+
+class ShieldedStart(corral.Actor):
+    """An ``on_start`` that never returns and shields itself from cancellation: only a forced
+    stop gets past it (and the daemon then exits without it)."""
+
+    async def on_start(self) -> None:
+        logging.getLogger("corral.tests").info("stuck: on_start waits forever")
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep_forever()
+
+    async def handle(self, message: object) -> object:
+        return message
+
+
+class Chatty(corral.Actor):
+    """Logs as an application does: through its own module's logger, through the actor's
+    logger, and with a warning; and once more for each message it handles."""
+
+    async def on_start(self) -> None:
+        logging.getLogger("jobsvc").info("jobsvc: pricing ready")
+        self.logger.warning("chatty: rate is %s", 1.2)
+        warnings.warn("chatty: the rate is deprecated", UserWarning, stacklevel=1)
+
+    async def handle(self, message: object) -> object:
+        logging.getLogger("jobsvc.pricing").info("priced %s", message)
+        return message

@@ -144,7 +144,7 @@ def test_a_second_signal_forces_a_stuck_start_that_shields(
         with_child("""
             [[supervisor.children]]
             id = "stuck"
-            start = "tests.e2e.actors:StuckStart"
+            start = "tests.e2e.actors:ShieldedStart"
             shutdown = "infinity"
         """),
     )

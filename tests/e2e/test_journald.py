@@ -60,6 +60,7 @@ type = "supervisor"
 children = [
   { id = "db", start = "tests.e2e.actors:Echo" },
   { id = "cache", start = "tests.e2e.actors:Steady" },
+  { id = "chatty", start = "tests.e2e.actors:Chatty" },
 ]
 
 [[supervisor.children]]
@@ -333,7 +334,7 @@ def test_a_loop_stall_names_the_actor_and_its_stack(recorded: Recorded) -> None:
 
 def messages(output: str) -> list[str]:
     """The messages of `corral logs` lines ("Nov 22 19:20:35 MESSAGE")."""
-    return [line.split(" ", 3)[3] for line in output.splitlines()]
+    return [line.split(" ", 3)[3] for line in output.splitlines() if not line.startswith(" ")]
 
 
 def of_app(entry: dict[str, Any]) -> bool:
@@ -347,7 +348,8 @@ def test_logs_of_a_path_show_only_that_subtree(recorded: Recorded) -> None:
     result = run_cli("logs", "/app", "--directory", str(recorded.journal))
     assert (result.rc, result.err) == (0, "")
     everything = recorded.entries("SYSLOG_IDENTIFIER=corral")
-    assert messages(result.out) == [e["MESSAGE"] for e in everything if of_app(e)]
+    firsts = [e["MESSAGE"].splitlines()[0] for e in everything if of_app(e)]
+    assert messages(result.out) == firsts  # a multi-line message: its first line, then indented
     shown = set(messages(result.out))
     assert {"started /app/db (restarts: 0)", "started /app/cache (restarts: 0)"} <= shown
     assert {"started /app (restarts: 0)", "stopped /app"} <= shown
@@ -502,3 +504,27 @@ def test_journalctl_x_shows_the_catalog_text(catalog_root: Path, recorded: Recor
     assert [line for line in lines if line.endswith(subject)], text
     assert "Defined-By: corral" in text
     assert "@CHILD_PATH@" not in text
+
+
+def test_an_actors_own_records_are_entries_of_its_path(recorded: Recorded) -> None:
+    """An actor's records (its module's logger, its own logger, a warning) are native
+    entries with its CHILD_PATH, their logger and priority, and `corral logs PATH` shows
+    them beside the lifecycle entries."""
+    (info,) = recorded.entries("LOGGER=jobsvc")
+    assert (info["MESSAGE"], info["CHILD_PATH"], info["PRIORITY"]) == (
+        "jobsvc: pricing ready",
+        "/app/chatty",
+        "6",
+    )
+    (warning,) = recorded.entries("LOGGER=tests.e2e.actors")
+    assert (warning["MESSAGE"], warning["CHILD_PATH"], warning["PRIORITY"]) == (
+        "chatty: rate is 1.2",
+        "/app/chatty",
+        "4",
+    )
+    (warned,) = recorded.entries("LOGGER=py.warnings")
+    assert "chatty: the rate is deprecated" in warned["MESSAGE"]
+    assert warned["CHILD_PATH"] == "/app/chatty"
+    shown = messages(run_cli("logs", "/app/chatty", "--directory", str(recorded.journal)).out)
+    assert "jobsvc: pricing ready" in shown
+    assert "started /app/chatty (restarts: 0)" in shown

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 from typing import TYPE_CHECKING
 
@@ -290,21 +289,24 @@ def test_invalid_config_exits_6(workdir: Path, backend: str, daemons: list[Daemo
     config = write_config(workdir, '[supervisor]\nstrategy = "one_for_one"\n')
     daemons.append(d := Daemon.start(config, backend, wait_ready=False))
     assert d.wait() == 6
-    [line] = raw_lines(d)
+    [record] = d.seen
     message = (
         f'{config}: expected "one-for-one", "one-for-all" or "rest-for-one", got'
         " 'one_for_one' at $.supervisor.strategy"
     )
-    assert re.fullmatch(r"\d\d:\d\d:\d\d ERROR   corral\.daemon: " + re.escape(message), line)
+    assert (record["level"], record["logger"], record["message"], record["event"]) == (
+        "error",
+        "corral.daemon",
+        message,
+        "config-invalid",  # under systemd: a journal entry of priority err, with MESSAGE_ID
+    )
     assert not d.socket.exists()
 
     missing = workdir / "missing.toml"
     daemons.append(d := Daemon.start(missing, backend, wait_ready=False))
     assert d.wait() == 6
-    [line] = raw_lines(d)
-    assert line.endswith(
-        f"ERROR   corral.daemon: {missing}: cannot read the config: No such file or directory"
-    )
+    [record] = d.seen
+    assert record["message"] == f"{missing}: cannot read the config: No such file or directory"
 
 
 def test_corrupt_state_file_exits_6(workdir: Path, backend: str, daemons: list[Daemon]) -> None:

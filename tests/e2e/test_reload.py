@@ -224,6 +224,8 @@ def test_invalid_file_is_rejected(workdir: Path, backend: str, daemons: list[Dae
         f'corral: reload: ERROR (invalid_config) {config}: expected "permanent", "transient"'
         " or \"temporary\", got 'often' at $.supervisor.children[2].restart\n"
     )
+    logged = d.wait_for(lambda r: r["message"].startswith("reload rejected"))
+    assert logged["message"].endswith("got 'often' at $.supervisor.children[2].restart")
     audit = d.wait_for(lambda r: r.get("event") == "audit")
     assert (audit["command"], audit["result"]) == ("reload", "error invalid_config")
     dry = d.cli("reload", "--dry-run")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from corral.daemon.journal import MESSAGE_IDS
 from tests.e2e.support import ROOT, run_cli
 
 if TYPE_CHECKING:
@@ -222,6 +223,8 @@ def test_status_reload_and_ordered_stop(container: Container, backend: str) -> N
     assert container.show("corral.service", "Result") == "success"
     audit = container.journal("CORRAL_EVENT=audit", "COMMAND=reload")
     assert [e["RESULT"] for e in audit] == ["ok"]
+    (applied,) = container.journal(f"MESSAGE_ID={MESSAGE_IDS['reload']}")  # not only SIGHUP's
+    assert applied["MESSAGE"] == "reload: start /fourth (new)"
 
 
 def test_a_blocked_loop_is_killed_by_the_watchdog_and_restarted(
@@ -264,3 +267,19 @@ def test_a_socket_activated_daemon_answers_status(container: Container, backend:
     (passed,) = container.journal("-u", "corral.service", "LOGGER=corral.control")
     assert "passed by systemd (socket activation)" in passed["MESSAGE"]
     container.run("systemctl", "stop", "corral.service", "corral.socket")
+
+
+def test_an_invalid_config_at_start_is_an_error_entry(container: Container, backend: str) -> None:
+    """Without its socket unit, a daemon whose config is invalid exits 6, and says why in a
+    native entry of priority err with its MESSAGE_ID: `journalctl -u corral -p err` shows it."""
+    container.reset(backend)
+    container.configure(CONFIG.format(backend=backend).replace("intensity = 10", "intensity = -1"))
+    started = container.run("systemctl", "start", "corral.service", check=False)
+    assert started.returncode != 0
+    container.wait_show("corral.service", "ExecMainStatus", "6")
+    errors = container.journal("-u", "corral.service", "-p", "err", "SYSLOG_IDENTIFIER=corral")
+    (entry,) = [e for e in errors if e.get("MESSAGE_ID") == MESSAGE_IDS["config-invalid"]]
+    assert entry["PRIORITY"] == "3"
+    assert entry["MESSAGE"].startswith("/etc/corral/corral.toml: ")
+    assert "$.supervisor.intensity" in entry["MESSAGE"]
+    container.run("systemctl", "reset-failed", check=False)

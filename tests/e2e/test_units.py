@@ -46,6 +46,8 @@ MESSAGE_IDS = {
     "reload": "481c921620f64823b215d45f710c2b58",
     "not-configured": "8930da68de6048bdb7b3ae67030c5886",
     "daemon-stopped": "2a08ffd979ea402bb6c5abfc232f17af",
+    "config-invalid": "b9eca2eb7e5d41ef9b1cdef52ad35159",
+    "daemon-failed": "8394049c13274cf683f1e7cc61fcd46d",
 }
 _EXPOSURE = re.compile(r"Overall exposure level for (\S+): (\d+\.\d) (\w+)")
 

@@ -27,7 +27,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 import corral
 from corral.daemon import cli, config, protocol
-from corral.daemon.logging import EVENTS, JsonFormatter, log_event, setup
+from corral.daemon.logging import EVENTS, JsonFormatter, current_sink, log_event, setup
 from corral.daemon.main import Daemon, DaemonError, ExitCode, Killed
 from corral.daemon.state import StateError, StateFile
 from corral.supervisors.events import (
@@ -123,13 +123,16 @@ class SlowToStop(corral.Actor):
 
 @pytest.fixture
 def corral_logger() -> Iterator[logging.Logger]:
-    """The "corral" logger, restored after the test (``setup`` replaces its handlers)."""
-    logger = logging.getLogger("corral")
-    handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
+    """The "corral" logger; it and the root logger are restored after the test (``setup``
+    puts its sink on the root logger and captures warnings)."""
+    logger, root = logging.getLogger("corral"), logging.getLogger()
+    saved = [(one, one.handlers[:], one.level, one.propagate) for one in (logger, root)]
     yield logger
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
+    for one, handlers, level, propagate in saved:
+        one.handlers[:] = handlers
+        one.setLevel(level)
+        one.propagate = propagate
+    logging.captureWarnings(False)
 
 
 def config_text(
@@ -1574,8 +1577,9 @@ async def test_json_log_lines_carry_event_fields(
 ) -> None:
     """setup("json") logs one JSON object per line; a lifecycle event's fields are keys."""
     stream = io.StringIO()
-    setup("json", "info", stream)
-    assert (corral_logger.level, corral_logger.propagate) == (logging.INFO, False)
+    sink = setup("json", "info", stream)
+    assert (logging.getLogger().level, corral_logger.propagate) == (logging.INFO, True)
+    assert (sink, sink.format) == (current_sink(), "json")
     now = anyio.current_time()
     log_event(ChildExited("/a", "/", ExitKind.ERROR, RuntimeError("boom"), now))
     line = json.loads(stream.getvalue())
@@ -1697,7 +1701,9 @@ async def test_json_formatter_adds_the_traceback(
     line = json.loads(stream.getvalue())
     assert line["message"] == "it failed"
     assert line["traceback"].endswith("ValueError: bad")
-    assert isinstance(corral_logger.handlers[0].formatter, JsonFormatter)
+    sink = current_sink()
+    assert sink is not None
+    assert isinstance(sink.handler.formatter, JsonFormatter)
 
 
 async def test_commands_are_audited_in_the_log(

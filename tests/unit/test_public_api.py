@@ -19,7 +19,7 @@ MODULES = {
     "corral.supervisors.tree": 5,
     "corral.actors.mailbox": 9,
     "corral.actors.waiter": 4,
-    "corral.actors.actor": 6,
+    "corral.actors.actor": 8,
     "corral.actors.registry": 3,
     "corral.actors.deadletter": 2,
     "corral.actors.timing": 5,
