@@ -13,11 +13,15 @@ import argparse
 import asyncio
 import datetime
 import gc
+import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import time
 from importlib.metadata import version
+from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
@@ -46,7 +50,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 BACKENDS: Final = ("asyncio", "trio")
-BENCHMARKS: Final = ("restart", "cast", "call", "memory", "lifecycle", "control", "scrape")
+BENCHMARKS: Final = (
+    "restart",
+    "daemon-restart",
+    "cast",
+    "call",
+    "memory",
+    "lifecycle",
+    "control",
+    "scrape",
+)
 
 KIB: Final = 1024
 
@@ -161,6 +174,52 @@ def bench_restart(backend: str, sizes: Sizes) -> list[Row]:
             f"restart latency, p99 of {sizes.crashes:,}", backend, p99(ours), p99(raw), MICROSECONDS
         ),
     ]
+
+
+def _shared_tool(name: str) -> str | None:
+    """The shared tool *name* (``$CORRAL_SHARED_TOOLS``, default /work/shared/tools), if any."""
+    tools = Path(os.environ.get("CORRAL_SHARED_TOOLS", "/work/shared/tools"))
+    found = tools / name
+    return str(found) if found.exists() else shutil.which(name)
+
+
+def bench_daemon_restart(backend: str, sizes: Sizes) -> list[Row]:
+    """Restart latency with what ``corral run`` attaches (``bench.daemon``), logging JSON lines
+    and to a real journald, beside library mode measured in the same process."""
+    warmup = min(100, sizes.crashes // 10)
+    counts = [str(sizes.crashes), str(warmup), str(sizes.rounds)]
+    rows: list[Row] = []
+    for log_format, shown in (("json", "JSON lines"), ("journal", "journald")):
+        command = [sys.executable, "-m", "bench.daemon", backend, log_format, *counts]
+        if log_format == "journal":
+            with_journald = _shared_tool("with-journald")
+            if with_journald is None:
+                _progress("  no with-journald (set CORRAL_SHARED_TOOLS): journald rows left out")
+                continue
+            command = [with_journald, "--", *command]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            _progress(f"  {shown}: {' '.join(command)} failed:\n{done.stderr}")
+            continue
+        figures = json.loads(done.stdout.splitlines()[-1])
+        library, daemon = figures["library"], figures["daemon"]
+        assert len(library) == len(daemon) == sizes.crashes
+        if figures["logged"] != figures["exits"]:  # a figure that lost events does not count
+            msg = f"{shown}: {figures['exits']} exits, {figures['logged']} logged"
+            raise AssertionError(msg)
+        name = f"restart latency in the daemon ({shown}, metrics on)"
+        rows += [
+            Row(
+                f"{name}, median",
+                backend,
+                median(daemon),
+                median(library),
+                MICROSECONDS,
+                Target(Bound.RATIO_AT_MOST, 1.5),
+            ),
+            Row(f"{name}, p99", backend, p99(daemon), p99(library), MICROSECONDS),
+        ]
+    return rows
 
 
 def bench_cast(backend: str, sizes: Sizes) -> list[Row]:
@@ -287,6 +346,7 @@ def bench_scrape(backend: str, sizes: Sizes) -> list[Row]:
 
 RUNNERS: Final[dict[str, Callable[[str, Sizes], list[Row]]]] = {
     "restart": bench_restart,
+    "daemon-restart": bench_daemon_restart,
     "cast": bench_cast,
     "call": bench_call,
     "memory": bench_memory,

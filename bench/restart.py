@@ -6,6 +6,11 @@ waits until an incarnation runs, then tells it to raise. Each incarnation record
 line of incarnation k + 1 minus the raise of incarnation k. The driver and the flags it uses
 are outside that interval, and the same for corral and both baselines.
 
+``daemon_restarts`` runs the same tree the way ``corral run`` runs it: the daemon's observers
+(its log at info through the batching sink, the recent-events ring, the metrics counters, its
+systemd bookkeeping), the message timings that metrics turn on, and the daemon's background
+tasks (the sink's flusher, the loop monitor). Its baseline is corral in library mode.
+
 The baselines are what one writes by hand: a wrapper that catches the child's exception and
 reports it on a queue (asyncio.Queue / a trio memory channel), and a supervisor loop that reads
 the queue and spawns a replacement (``TaskGroup.create_task`` / ``nursery.start_soon``).
@@ -16,17 +21,27 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import TYPE_CHECKING, NoReturn, Protocol, final
+from typing import IO, TYPE_CHECKING, NoReturn, Protocol, final
 
 import anyio
 import trio
 
 import corral
+from corral.daemon import config
+from corral.daemon.logging import setup
+from corral.daemon.main import Daemon
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("Crash", "Probe", "corral_restarts", "raw_asyncio_restarts", "raw_trio_restarts")
+__all__ = (
+    "Crash",
+    "Probe",
+    "corral_restarts",
+    "daemon_restarts",
+    "raw_asyncio_restarts",
+    "raw_trio_restarts",
+)
 
 
 class Crash(Exception):
@@ -86,17 +101,39 @@ async def _crasher(ctx: corral.Context, probe: Probe) -> None:
     await probe.crash_when_told()
 
 
-async def corral_restarts(crashes: int) -> Probe:
+def _tree(probe: Probe) -> corral.SupervisorSpec:
     """A function actor, permanent, one-for-one, with a restart budget that never runs out."""
-    probe = Probe(anyio.Event)
     child = corral.ChildSpec(
         "crasher", _crasher, args={"probe": probe}, restart=corral.RestartType.PERMANENT
     )
-    spec = corral.SupervisorSpec(
+    return corral.SupervisorSpec(
         [child], strategy=corral.Strategy.ONE_FOR_ONE, intensity=10**9, period=1.0
     )
-    async with corral.open_tree(spec):
+
+
+async def corral_restarts(crashes: int) -> Probe:
+    """The tree in library mode: ``open_tree`` with nothing attached."""
+    probe = Probe(anyio.Event)
+    async with corral.open_tree(_tree(probe)):
         await probe.drive(crashes)
+    return probe
+
+
+async def daemon_restarts(
+    crashes: int, backend: str, log_format: str, stream: IO[str] | None = None
+) -> Probe:
+    """The tree as ``corral run`` runs it on *backend*, logging in *log_format* (``json``: to
+    *stream*; ``journal``: to the journald of this process)."""
+    probe = Probe(anyio.Event)
+    sink = setup(log_format, "info", stream)
+    daemon = Daemon(config.parse("[supervisor]\n", "bench"), None, None, backend, sink=sink)
+    async with anyio.create_task_group() as background:
+        background.start_soon(sink.run)
+        background.start_soon(daemon.monitor.run)
+        async with corral.open_tree(_tree(probe), observers=daemon.observers(), timings=True):
+            await probe.drive(crashes)
+        background.cancel_scope.cancel()
+    sink.flush()
     return probe
 
 
