@@ -258,7 +258,20 @@ def render_status(node: dict[str, Any], *, colour: bool) -> list[str]:
     if node.get("children") is not None:
         lines[0] += f"  ({total} below: {summary or 'none'})"
     lines.extend(_render_children(node, "", colour))
+    failed = list(_failed(node))
+    if failed:
+        lines.append(
+            f"{len(failed)} failed, not running until started again: {', '.join(failed)}"
+            f" (see corral why {failed[0]}; corral start PATH)"
+        )
     return lines
+
+
+def _failed(node: dict[str, Any]) -> Iterator[str]:
+    for child in node.get("children") or ():
+        if child["state"] == "failed":
+            yield child["path"]
+        yield from _failed(child)
 
 
 def _render_children(node: dict[str, Any], indent: str, colour: bool) -> Iterator[str]:
@@ -417,15 +430,24 @@ def cmd_start_child(args: argparse.Namespace) -> int:
 def cmd_reload(args: argparse.Namespace) -> int:
     with _client(args, timeout=None) as client:
         result = client.call(protocol.Reload(dry_run=args.dry_run))
-    verb = "would" if args.dry_run else "did"
-    print(f"reload of {result['source']}: {verb} apply {len(result['changes'])} change(s)")
-    for line in result["changes"]:
+    applied, missed = result["changes"], result.get("not_applied") or []
+    if args.dry_run:
+        head = f"would apply {len(applied)} change(s)"
+    elif missed:
+        head = f"applied {len(applied)} of {len(applied) + len(missed)} change(s)"
+    else:
+        head = f"did apply {len(applied)} change(s)"
+    print(f"reload of {result['source']}: {head}")
+    for line in applied:
         print(f"  {line}")
     for line in result.get("notes") or ():
         print(f"  note: {line}")
-    for line in result.get("failures") or ():
-        print(f"corral: failed: {line}", file=sys.stderr)
-    return Exit.ERROR if result.get("failures") else Exit.OK
+    for line in missed:
+        print(f"corral: not applied: {line}", file=sys.stderr)
+    if not missed:  # each failure is the reason of a change not applied, said above
+        for line in result.get("failures") or ():
+            print(f"corral: failed: {line}", file=sys.stderr)
+    return Exit.ERROR if missed or result.get("failures") else Exit.OK
 
 
 def cmd_why(args: argparse.Namespace) -> int:

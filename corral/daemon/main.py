@@ -120,6 +120,9 @@ class ExitCode(enum.IntEnum):
     TREE_FAILED = 69  # EX_UNAVAILABLE: a child failed to start, or the root gave up
 
 
+FAILED_NAMED: Final = 5  # /readyz names this many of the failed children
+
+
 class DaemonError(CorralError):
     """The daemon cannot run as configured (e.g. another one serves the socket)."""
 
@@ -148,6 +151,7 @@ class Daemon:
     _stop: anyio.Event = attrs.field(factory=anyio.Event)
     _stopping: bool = False
     _reloading: anyio.Lock = attrs.field(factory=anyio.Lock)
+    _applying: anyio.Lock = attrs.field(factory=anyio.Lock)  # a reload's changes; starts wait
     _unsaved: StateError | None = None  # the last save of the held paths failed so
     settings: DaemonConfig = attrs.field(init=False)  # in use: [daemon] is read at start only
     _recent: deque[Event] = attrs.field(factory=lambda: deque(maxlen=RECENT_EVENTS))
@@ -236,7 +240,8 @@ class Daemon:
 
     def unready(self) -> str | None:
         """Why /readyz says 503, or None when ready: the tree has started, the daemon is not
-        stopping, and the root supervisor is not at the end of its restart budget."""
+        stopping, no child is failed, and the root supervisor is not at the end of its
+        restart budget."""
         tree = self.tree
         if self.problem is not None:
             return "not configured"
@@ -247,6 +252,14 @@ class Daemon:
         budget = tree.root.core.intensity
         if budget.intensity and not budget.remaining(anyio.current_time()):
             return "root at its restart limit"
+        failed = sorted(tree.failed())
+        if failed:
+            named = ", ".join(failed[:FAILED_NAMED])
+            more = f" and {len(failed) - FAILED_NAMED} more" if len(failed) > FAILED_NAMED else ""
+            return (
+                f"{len(failed)} failed (not running until started again): {named}{more};"
+                f" see corral why {failed[0]}"
+            )
         return None
 
     def ready(self) -> bool:
@@ -756,7 +769,11 @@ class Daemon:
         return self._tree().supervisor(parent), child_id, path
 
     async def start(self, path: str) -> protocol.Done:
-        sup, child_id, path = self._child(path)
+        async with self._applying:  # not between a reload's stop of it and its start
+            sup, child_id, path = self._child(path)
+            return await self._start(sup, child_id, path)
+
+    async def _start(self, sup: SupervisorRef, child_id: str, path: str) -> protocol.Done:
         try:
             await sup.restart_child(child_id)
         except RunningError as exc:
@@ -773,6 +790,10 @@ class Daemon:
         return self._done(path, "stopped; it stays stopped until `corral start`")
 
     async def restart(self, path: str) -> protocol.Done:
+        async with self._applying:  # not between a reload's stop of it and its start
+            return await self._restart(path)
+
+    async def _restart(self, path: str) -> protocol.Done:
         sup, child_id, path = self._child(path)
         if sup.dynamic:
             msg = (
@@ -890,8 +911,8 @@ class Daemon:
                 log.info("reload: %s", line, extra={"fields": {"event": "reload"}})
             for line in result.notes:
                 log.warning("reload: %s", line)
-            for line in result.failures:
-                log.error("reload: failed: %s", line, extra={"fields": {"event": "reload"}})
+            for line in result.not_applied:
+                log.error("reload: not applied: %s", line, extra={"fields": {"event": "reload"}})
         return result
 
     async def _reload(self, *, dry_run: bool) -> protocol.ReloadResult:
@@ -940,26 +961,24 @@ class Daemon:
             )
             if dry_run:
                 return result
-            failures: list[str] = []
             self.notifier.reloading()
             try:
-                for plan in plans:
-                    try:
-                        sup = tree.supervisor(plan.path)
-                    except CorralError:
-                        notes.append(
-                            f"{plan.path} is not running: its new spec applies when it starts"
-                        )
-                        continue
-                    failures.extend(str(f) for f in await sup.reconfigure(plan))
+                async with self._applying:
+                    done = await tree.reconfigure(self._running_spec(self.spec), new.spec)
             finally:
                 if not self._stopping:  # a stop that came meanwhile has said STOPPING=1
                     self.notifier.ready(summary(tree.census()))
             self.loaded = new
+            notes.extend(done.notes)
             if self._unsaved is not None:
                 notes.append(f"{self._unsaved}: the operator's stops are not kept across restarts")
             return protocol.ReloadResult(
-                source=new.source, dry_run=False, changes=changes, notes=notes, failures=failures
+                source=new.source,
+                dry_run=False,
+                changes=list(done.applied),
+                notes=notes,
+                failures=[str(failure) for failure in done.failures],
+                not_applied=list(done.not_applied),
             )
 
     async def _configure(self, new: LoadedConfig, *, dry_run: bool) -> protocol.ReloadResult:

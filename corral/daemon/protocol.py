@@ -280,9 +280,10 @@ class WhyResult(_Result, frozen=True, kw_only=True):
 class ReloadResult(_Result, frozen=True, kw_only=True):
     source: str
     dry_run: bool
-    changes: list[str]  # one line per change, in the order applied
+    changes: list[str]  # one line per change that took effect (a dry run: would take)
     notes: list[str]  # what a reload does not apply, or could not save
     failures: list[str]  # children that failed to start (the rest was applied)
+    not_applied: list[str] = []  # the plan's changes that did not take effect, each with why
 
 
 class DeadLetterInfo(_Result, frozen=True, kw_only=True):

@@ -128,11 +128,13 @@ class Notifier:
 
 def summary(census: Mapping[ChildStatus, int]) -> str:
     """The STATUS= line from ``Tree.census()``: "12/12 running, 0 in backoff" over every
-    actor and supervisor."""
+    actor and supervisor, and ", 1 failed" while any child is failed."""
     total = sum(census.values())
     running = census.get(ChildStatus.RUNNING, 0)
     backoff = census.get(ChildStatus.BACKOFF, 0)
-    return f"{running}/{total} running, {backoff} in backoff"
+    failed = census.get(ChildStatus.FAILED, 0)
+    line = f"{running}/{total} running, {backoff} in backoff"
+    return f"{line}, {failed} failed" if failed else line
 
 
 def activated_socket(environ: MutableMapping[str, str] = os.environ) -> socket.socket | None:

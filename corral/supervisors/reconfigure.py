@@ -9,6 +9,10 @@ by hand. corral does both from one rule, applied to each supervisor from the roo
 * a child whose id is gone is stopped (reverse start order) and deleted;
 * a new child is started; the restarted children (below) and the new ones start together
   in the new file order, after every stop, since a child may depend on those before it;
+  across the whole tree (``Tree.reconfigure``), the file order is one order over every
+  level: every stop first, in reverse order of the running tree (the last child first, at
+  any depth), then every start in the new file's order, so that a child starts only after
+  every new or restarted child before it in the file, at any depth, has started;
 * a child whose spec changed is restarted with the new spec the way its supervisor restarts
   a crashed child: alone (one-for-one), with the children after it (rest-for-one), or with
   all its siblings (one-for-all). Only children that were running (or waiting to restart)
@@ -34,7 +38,26 @@ from corral.supervisors.spec import ChildSpec, ChildType, SupervisorSpec
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ("Reconfiguration", "declared_paths", "plan_reconfiguration", "plan_tree")
+    from corral.errors import StartError
+
+__all__ = (
+    "Change",
+    "Reconfiguration",
+    "Reconfigured",
+    "declared_paths",
+    "file_order",
+    "plan_reconfiguration",
+    "plan_tree",
+)
+
+
+@attrs.frozen
+class Change:
+    """One line of a plan, and the child whose start completes it (None: it takes effect
+    with the new specs, nothing to start)."""
+
+    line: str
+    starts: str | None = None
 
 
 @attrs.frozen
@@ -64,18 +87,37 @@ class Reconfiguration:
 
     def describe(self) -> Iterator[str]:
         """One line per change, for people (``corral reload --dry-run``)."""
+        return (change.line for change in self.changes())
+
+    def changes(self) -> Iterator[Change]:
+        """The changes, each with the child whose start completes it, if any."""
         at = self.path
         for name in self.flags:
-            yield f"update {at}: {name} = {_flag(self.spec, name)}"
+            yield Change(f"update {at}: {name} = {_flag(self.spec, name)}")
         for child_id in self.removed:
-            yield f"stop and remove {join_path(at, child_id)}"
+            yield Change(f"stop and remove {join_path(at, child_id)}")
         for child_id in self.restarted:
             why = "spec changed" if child_id in self.changed else "restarted with a changed sibling"
-            yield f"restart {join_path(at, child_id)} ({why}, {self.spec.strategy.value})"
+            path = join_path(at, child_id)
+            yield Change(f"restart {path} ({why}, {self.spec.strategy.value})", path)
         for child_id in self.added:
-            yield f"start {join_path(at, child_id)} (new)"
+            path = join_path(at, child_id)
+            yield Change(f"start {path} (new)", path)
         if self.reordered:
-            yield f"reorder the children of {at}: {', '.join(c.id for c in self.spec.children)}"
+            children = ", ".join(c.id for c in self.spec.children)
+            yield Change(f"reorder the children of {at}: {children}")
+
+
+@attrs.frozen
+class Reconfigured:
+    """What ``Tree.reconfigure`` did: the plan's lines that took effect; those that did not,
+    each with why; the children that failed to start (left FAILED); and the supervisors that
+    were not running (their new spec applies when they start)."""
+
+    applied: tuple[str, ...]
+    not_applied: tuple[str, ...] = ()
+    failures: tuple[StartError, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def _flag(spec: SupervisorSpec, name: str) -> str:
@@ -138,6 +180,12 @@ def declared_paths(start: object, path: str, *, workers: bool = False) -> Iterat
             if not workers or child.type is ChildType.WORKER:
                 yield child_path
             yield from declared_paths(child.start, child_path, workers=workers)
+
+
+def file_order(spec: SupervisorSpec, path: str = "/") -> dict[str, int]:
+    """Every path *spec* declares, at any depth, numbered in file order (a supervisor before
+    its children, its children before its next sibling)."""
+    return {child: index for index, child in enumerate(declared_paths(spec, path))}
 
 
 def plan_tree(old: SupervisorSpec, new: SupervisorSpec, path: str = "/") -> list[Reconfiguration]:

@@ -160,6 +160,8 @@ class _Stop:
 
 
 _STOP: Final = _Stop()
+_STARTABLE: Final = frozenset({ChildStatus.STOPPED, ChildStatus.FAILED})
+_RELOAD_AGAIN: Final = frozenset({ChildStatus.BACKOFF, ChildStatus.FAILED})
 _LATER: Final = object()  # an op's answer comes later, from the task carrying it out
 
 
@@ -170,7 +172,7 @@ class _Op:
     name: str
     child_id: str = ""
     spec: ChildSpec | None = None
-    hold: bool = False  # terminate_child: keep it stopped (an operator's stop)
+    hold: bool = False  # terminate_child: keep it stopped (an operator's stop); reload_stop: remove
     error: Exception | None = None  # kill_child: the crash to inject
     plan: Reconfiguration | None = None  # reconfigure
 
@@ -1032,6 +1034,13 @@ class Supervisor:
             case "reconfigure":
                 assert op.plan is not None
                 return await self._reconfigure(op.plan)
+            case "reload_stop":
+                return await self._reload_stop(op.child_id, remove=op.hold)
+            case "reload_update":
+                assert op.plan is not None
+                return self._reload_update(op.plan)
+            case "reload_start":
+                return await self._reload_start(op.child_id)
             case _:
                 assert op.name == "delete_child"
                 self._refuse_dynamic(op)
@@ -1111,30 +1120,48 @@ class Supervisor:
         return slot.path
 
     async def _reconfigure(self, plan: Reconfiguration) -> tuple[StartError, ...]:
-        """Apply *plan* (see ``reconfigure.py``); returns the children that failed to start."""
+        """Apply *plan* at once (see ``reconfigure.py``); returns the children that failed to
+        start. ``Tree.reconfigure`` applies the same steps across the whole tree instead."""
+        core = self.core
+        restarted = set(plan.restarted)
+        removed = set(plan.removed)
+        again: set[str] = set()
+        for child_id in [c for c in reversed(core.children) if c in removed or c in restarted]:
+            if await self._reload_stop(child_id, remove=child_id in removed):
+                again.add(child_id)
+        failures, added = self._reload_update(plan)
+        starting = {*again, *added}
+        for child_id in [c for c in core.children if c in starting]:
+            error = await self._reload_start(child_id)
+            if error is not None:
+                failures.append(error)
+        return tuple(failures)
+
+    async def _reload_stop(self, child_id: str, *, remove: bool) -> bool:
+        """A reload's stop of one child (removed, or restarted with a new spec): whether it
+        must be started again once the new specs are in: it was running, due to restart, or
+        failed (the new spec may be its fix), and no operator holds it."""
+        core = self.core
+        if child_id not in core:
+            return False  # gone meanwhile (a temporary child's terminate ended)
+        rec = core.children[child_id]
+        again = not remove and not rec.held and (rec.alive or rec.status in _RELOAD_AGAIN)
+        if core.terminate(child_id):
+            await self._stop_child(child_id)
+        if remove:
+            self._drop_slot(child_id)
+        return again
+
+    def _reload_update(self, plan: Reconfiguration) -> tuple[list[StartError], list[str]]:
+        """A reload's new specs, flags, children and order, once its stops are done; returns
+        the children that could not be added, and the ones added (to be started)."""
         if self.core.dynamic:  # pragma: no cover  # plan_tree never plans a dynamic one
             msg = f"supervisor {self.path!r} is dynamic: it cannot be reconfigured"
             raise UnsupportedError(msg, supervisor=self.path, child_id="")
         core = self.core
         new = plan.spec
         new_by_id = {c.id: c for c in new.children}
-        removed = set(plan.removed)
-        for child_id in [c for c in reversed(core.children) if c in removed]:
-            if child_id not in core:
-                continue  # gone meanwhile (a temporary child's terminate ended)
-            if core.terminate(child_id):
-                await self._stop_child(child_id)
-            self._drop_slot(child_id)
         restarted = set(plan.restarted)
-        again: set[str] = set()
-        for child_id in [c for c in reversed(core.children) if c in restarted]:
-            if child_id not in core:
-                continue  # gone while a sibling stopped (a temporary child's terminate ended)
-            rec = core.children[child_id]
-            if not rec.held and (rec.alive or rec.status is ChildStatus.BACKOFF):
-                again.add(child_id)
-            if core.terminate(child_id):
-                await self._stop_child(child_id)
         for child_id in (*plan.changed, *plan.adopted):
             if child_id not in core:
                 continue  # deleted by an operator since: nothing to update
@@ -1162,34 +1189,38 @@ class Supervisor:
         core.reconfigure(new.strategy, new.intensity, new.period, new.auto_shutdown)
         self.spec = new
         failures: list[StartError] = []
-        added: set[str] = set()
+        added: list[str] = []
         for child_id in plan.added:
             try:
                 self._add_slot(new_by_id[child_id])
             except (AlreadyPresentError, AlreadyStartedError) as exc:
                 failures.append(StartError(str(exc), supervisor=self.path, child_id=child_id))
             else:
-                added.add(child_id)
+                added.append(child_id)
         core.reorder([c.id for c in new.children])
-        again |= added
-        # Restarted and new children start together in the new file order: a child may
-        # depend on those before it, whether they are new or not.
-        for child_id in [c for c in core.children if c in again]:
-            if core.children[child_id].held:
-                self._close(child_id, "stopped by an operator")
-                continue
-            try:
-                await self._start(child_id)
-            except _StartFailure as failure:
-                core.boot_failed(child_id)  # STARTING -> FAILED; an operator starts it again
-                msg = (
-                    f"supervisor {self.path!r}: child {child_id!r} failed to start:"
-                    f" {failure.cause!r}"
-                )
-                error = StartError(msg, supervisor=self.path, child_id=child_id)
-                error.__cause__ = failure.cause
-                failures.append(error)
-        return tuple(failures)
+        return failures, added
+
+    async def _reload_start(self, child_id: str) -> StartError | None:
+        """A reload's start of one child, new or restarted: the error if it failed to start
+        (it is left FAILED; an operator starts it again). A child held by an operator stays
+        stopped; one started meanwhile (by an operator, a sibling's restart) or gone is left
+        alone."""
+        core = self.core
+        rec = core.children.get(child_id)
+        if rec is None or rec.status not in _STARTABLE:
+            return None
+        if rec.held:
+            self._close(child_id, "stopped by an operator")
+            return None
+        try:
+            await self._start(child_id)
+        except _StartFailure as failure:
+            core.boot_failed(child_id)  # STARTING -> FAILED; an operator starts it again
+            msg = f"supervisor {self.path!r}: child {child_id!r} failed to start: {failure.cause!r}"
+            error = StartError(msg, supervisor=self.path, child_id=child_id)
+            error.__cause__ = failure.cause
+            return error
+        return None
 
     def _refuse_dynamic(self, op: _Op) -> None:
         if self.core.dynamic:

@@ -11,27 +11,31 @@ import math
 import random as _random
 from collections import Counter
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Final, final
 
 import anyio
 
 from corral.actors.actor import ActorCell, ActorRef, Call
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
-from corral.actors.registry import Registry, within
+from corral.actors.registry import Registry, join_path, within
 from corral.actors.timing import Timings
 from corral.actors.waiter import waiter_factory
-from corral.errors import StartError, SupervisorGaveUpError, UnknownPathError
+from corral.errors import CorralError, StartError, SupervisorGaveUpError, UnknownPathError
+from corral.supervisors.core import ChildStatus
 from corral.supervisors.events import EventBus, Observer, SupervisorEscalated
+from corral.supervisors.reconfigure import Reconfigured, file_order, plan_tree
 from corral.supervisors.runtime import Outcome, Supervisor, SupervisorStatistics, _Op
 from corral.supervisors.spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 
-    from corral.supervisors.core import ChildInfo, ChildStatus, Counts
+    from corral.supervisors.core import ChildInfo, Counts
     from corral.supervisors.reconfigure import Reconfiguration
 
 __all__ = ("SupervisorRef", "Tree", "TreeServices", "open_tree", "run")
+
+_FAILED: Final = ChildStatus.FAILED
 
 
 @final
@@ -230,6 +234,21 @@ class SupervisorRef:
         assert isinstance(result, tuple)
         return result
 
+    async def _reload_stop(self, child_id: str, *, remove: bool) -> bool:
+        result = await self._current().request(_Op("reload_stop", child_id, hold=remove))
+        assert isinstance(result, bool)
+        return result
+
+    async def _reload_update(self, plan: Reconfiguration) -> tuple[list[StartError], list[str]]:
+        result = await self._current().request(_Op("reload_update", plan=plan))
+        assert isinstance(result, tuple)
+        return result
+
+    async def _reload_start(self, child_id: str) -> StartError | None:
+        result = await self._current().request(_Op("reload_start", child_id))
+        assert result is None or isinstance(result, StartError)
+        return result
+
     async def restart_child(self, child_id: str) -> str:
         """Start a stopped child again (not counted in the restart intensity).
 
@@ -297,6 +316,85 @@ class Tree:
             raise UnknownPathError(msg, path=path)
         return SupervisorRef(self.services, path)
 
+    async def reconfigure(self, old: SupervisorSpec, new: SupervisorSpec) -> Reconfigured:
+        """Turn the tree running *old* into *new* (``reconfigure.py``), in one file order
+        across every level: every stop first, the last child first at any depth; then every
+        supervisor's new specs, flags, children and order, parents first; then every start,
+        new or restarted, in the new file's order, each once the ones before it have started.
+
+        A child that fails to start is left FAILED and the rest goes on: the answer says
+        which changes took effect and which did not, and why. A supervisor not running is
+        left out (its new spec applies when it starts). A child started by another call
+        between its stop and its turn to start is left as that call started it (the daemon
+        makes operators' starts wait for a reload).
+        """
+        plans = plan_tree(old, new)
+        refs: dict[str, SupervisorRef] = {}
+        notes: list[str] = []
+        for plan in plans:
+            try:
+                refs[plan.path] = self.supervisor(plan.path)
+            except UnknownPathError:
+                changes = "; ".join(plan.describe())
+                notes.append(
+                    f"{plan.path} is not running: its new spec applies when it starts ({changes})"
+                )
+        planned = [plan for plan in plans if plan.path in refs]
+        failed: dict[str, str] = {}  # child path -> why its change did not take effect
+        failures: list[StartError] = []
+
+        def failing(path: str, error: CorralError) -> None:
+            cause = error.__cause__
+            why = f"failed to start: {cause!r}" if cause is not None else str(error)
+            failed.setdefault(path, why)
+            if isinstance(error, StartError):
+                failures.append(error)
+
+        before = file_order(old)
+        stops = [
+            (before.get(path, math.inf), plan.path, child_id, child_id in plan.removed)
+            for plan in planned
+            for child_id in (*plan.removed, *plan.restarted)
+            for path in (join_path(plan.path, child_id),)
+        ]
+        starts: list[tuple[str, str]] = []  # (supervisor, child id)
+        for _, at, child_id, remove in sorted(stops, reverse=True):
+            try:
+                if await refs[at]._reload_stop(child_id, remove=remove):
+                    starts.append((at, child_id))
+            except CorralError as exc:  # its supervisor ended meanwhile
+                failing(join_path(at, child_id), exc)
+        for plan in planned:
+            try:
+                errors, added = await refs[plan.path]._reload_update(plan)
+            except CorralError as exc:
+                for change in plan.changes():
+                    failing(change.starts or plan.path, exc)
+                continue
+            for refused in errors:
+                failing(join_path(plan.path, refused.child_id), refused)
+            starts.extend((plan.path, child_id) for child_id in added)
+        after = file_order(new)
+        starts.sort(key=lambda start: after.get(join_path(start[0], start[1]), math.inf))
+        for at, child_id in starts:
+            error: CorralError | None
+            try:
+                error = await refs[at]._reload_start(child_id)
+            except CorralError as exc:
+                error = exc
+            if error is not None:
+                failing(join_path(at, child_id), error)
+        applied: list[str] = []
+        not_applied: list[str] = []
+        for plan in planned:
+            for change in plan.changes():
+                why = failed.get(change.starts or plan.path)
+                if why is None:
+                    applied.append(change.line)
+                else:
+                    not_applied.append(f"{change.line}: {why}")
+        return Reconfigured(tuple(applied), tuple(not_applied), tuple(failures), tuple(notes))
+
     def statistics(self) -> SupervisorStatistics:
         """A snapshot of the whole tree."""
         return self.root.statistics()
@@ -308,6 +406,16 @@ class Tree:
         for sup in list(self.services.supervisors.values()):
             counts.update(record.status for record in sup.core.children.values())
         return counts
+
+    def failed(self) -> list[str]:
+        """The paths of the children that are failed (not running, nothing pending, and their
+        last start or exit failed: an operator starts them again), in no particular order."""
+        return [
+            join_path(path, child_id)
+            for path, sup in list(self.services.supervisors.items())
+            for child_id, record in sup.core.children.items()
+            if record.status is _FAILED
+        ]
 
     def dead_letters(self, path: str | None = None) -> tuple[DeadLetter, ...]:
         return self.services.letters.list(path)

@@ -225,3 +225,17 @@ class Chatty(corral.Actor):
     async def handle(self, message: object) -> object:
         logging.getLogger("jobsvc.pricing").info("priced %s", message)
         return message
+
+
+class Dependent(corral.Actor):
+    """Looks up the actor at *dep* as it starts: it cannot start before that actor runs
+    (``UnknownPathError``), as a real client of another actor would fail."""
+
+    def __init__(self, dep: str) -> None:
+        self.dep = dep
+
+    async def on_start(self) -> None:
+        self.ctx.lookup(self.dep)
+
+    async def handle(self, message: object) -> object:
+        return message

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import urllib.error
+import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -132,14 +134,14 @@ def test_reload_applies_the_difference(
         ]
         audit = d.wait_for(lambda r: r.get("event") == "audit")  # logged after the changes
         assert (audit["command"], audit["result"]) == ("reload", "ok")
-    assert recorded(workdir) == [
+    assert recorded(workdir) == [  # every stop, the last child first; then the file's order
         *BOOT,
+        "stop z",
+        "stop y",
         "stop drop",
         "stop change",
         "start change v2",
         "start add",
-        "stop z",
-        "stop y",
         "start y v2",
         "start z",
     ]
@@ -246,3 +248,107 @@ def test_invalid_file_is_rejected(workdir: Path, backend: str, daemons: list[Dae
     write_config(workdir, new_tree(workdir))
     assert d.cli("reload").rc == 0
     assert "/add" in restarts(d)
+
+
+def nested(dep: str, *extra: str) -> str:
+    """The issue's tree: /p is rest-for-one over ws (a supervisor) and user, which looks up
+    *dep* as it starts; *extra* are more children of ws."""
+    ws = ",\n    ".join(
+        f'{{ id = "{name}", start = "corral.demo:Echo" }}' for name in ("a", *extra)
+    )
+    return f"""
+[supervisor]
+[[supervisor.children]]
+id = "p"
+type = "supervisor"
+strategy = "rest-for-one"
+children = [
+  {{ id = "ws", type = "supervisor", children = [
+    {ws},
+  ] }},
+  {{ id = "user", start = "tests.e2e.actors:Dependent", args = {{ dep = "{dep}" }} }},
+]
+"""
+
+
+def states(d: Daemon) -> dict[str, str]:
+    def walk(node: dict[str, Any]) -> dict[str, str]:
+        found = {node["path"]: node["state"]}
+        for child in node.get("children") or ():
+            found |= walk(child)
+        return found
+
+    return walk(d.cli("status", "--json").json())
+
+
+def test_a_reload_starts_children_in_one_file_order_across_levels(
+    workdir: Path, backend: str, daemons: list[Daemon]
+) -> None:
+    """/p/user, restarted to look up the new /p/ws/b, starts after /p/ws/b: the file's order
+    holds across levels, not supervisor by supervisor."""
+    config = write_config(workdir, nested("/p/ws/a"))
+    daemons.append(d := Daemon.start(config, backend))
+    write_config(workdir, nested("/p/ws/b", "b"))
+    result = d.cli("reload")
+    assert (result.rc, result.err) == (0, "")
+    assert result.out.splitlines() == [
+        f"reload of {config}: did apply 2 change(s)",
+        "  restart /p/user (spec changed, rest-for-one)",
+        "  start /p/ws/b (new)",
+    ]
+    assert states(d) == {
+        "/": "running",
+        "/p": "running",
+        "/p/ws": "running",
+        "/p/ws/a": "running",
+        "/p/ws/b": "running",
+        "/p/user": "running",
+    }
+    assert "failed" not in d.cli("status").out
+
+
+def test_a_partial_reload_says_what_took_effect_and_what_failed(
+    workdir: Path, backend: str, daemons: list[Daemon]
+) -> None:
+    """A child that fails to start in a reload: the CLI lists what was applied and what was
+    not, with why, and exits 1; status, the log, the metric and /readyz all say it failed."""
+    config = write_config(workdir, nested("/p/ws/a"))
+    text = config.read_text().replace('metrics-listen = ""', 'metrics-listen = "127.0.0.1:0"')
+    config.write_text(text)
+    daemons.append(d := Daemon.start(config, backend, wait_ready=False))
+    url = d.wait_for(lambda r: r.get("event") == "metrics-listening")["url"]
+    d.wait_for(lambda r: "ready" in r.get("message", ""))
+    config.write_text(text.replace(nested("/p/ws/a"), nested("/p/ws/gone", "b")))
+    result = d.cli("reload")
+    why = "failed to start: UnknownPathError(\"no actor at '/p/ws/gone'\")"
+    assert result.rc == 1
+    assert result.out.splitlines() == [
+        f"reload of {config}: applied 1 of 2 change(s)",
+        "  start /p/ws/b (new)",
+    ]
+    assert result.err == (
+        f"corral: not applied: restart /p/user (spec changed, rest-for-one): {why}\n"
+    )
+    logged = d.wait_for(lambda r: r["message"].startswith("reload: not applied"))
+    assert (logged["level"], logged["event"]) == ("error", "reload")
+    assert states(d)["/p/user"] == "failed"
+    status = d.cli("status").out.splitlines()
+    assert "1 failed" in status[0]
+    assert status[-1] == (
+        "1 failed, not running until started again: /p/user"
+        " (see corral why /p/user; corral start PATH)"
+    )
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:  # noqa: S310
+        metrics = answer.read().decode()
+    assert 'corral_children{supervisor="/p",state="failed"} 1' in metrics
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{url}/readyz", timeout=10)  # noqa: S310  # loopback http
+    assert refused.value.code == 503
+    assert refused.value.read().decode() == (
+        "not ready: 1 failed (not running until started again): /p/user; see corral why /p/user\n"
+    )
+    config.write_text(text.replace(nested("/p/ws/a"), nested("/p/ws/b", "b")))
+    assert d.cli("reload").rc == 0  # fixed: user's spec changed again, so it is restarted
+    assert states(d)["/p/user"] == "running"
+    with urllib.request.urlopen(f"{url}/readyz", timeout=10) as answer:  # noqa: S310
+        assert answer.status == 200

@@ -836,8 +836,11 @@ async def test_reload_notes_a_supervisor_that_is_not_running(
         assert await conn.ok("reload") == {
             "source": str(path),
             "dry_run": False,
-            "changes": ["start /group/third (new)"],
-            "notes": ["/group is not running: its new spec applies when it starts"],
+            "changes": [],
+            "notes": [
+                "/group is not running: its new spec applies when it starts"
+                " (start /group/third (new))"
+            ],
             "failures": [],
         }
         await conn.ok("start", path="/group")
@@ -1887,3 +1890,25 @@ async def test_a_child_that_failed_to_start_says_why(
         assert cli.render_status(node, colour=False)[0].endswith(
             "failed to start: RuntimeError('no database')"
         )
+
+
+async def test_readyz_names_the_failed_children(workdir: Path, anyio_backend: str) -> None:
+    """While children are failed the daemon is not ready, and says which (the first five)."""
+    path = workdir / "corral.toml"
+    broken = "".join(
+        f'\n[[supervisor.children]]\nid = "b{n}"\nstart = "{__name__}:fails_to_start"\n'
+        for n in range(6)
+    )
+    async with serving(make_daemon(workdir, anyio_backend, from_file=True)) as running:
+        conn = await running.connect()
+        assert running.daemon.unready() is None
+        path.write_text(path.read_text() + broken)
+        result = await conn.ok("reload")
+        assert len(result["not_applied"]) == len(result["failures"]) == 6
+        assert running.daemon.unready() == (
+            "6 failed (not running until started again): /b0, /b1, /b2, /b3, /b4 and 1 more;"
+            " see corral why /b0"
+        )
+        for n in range(6):
+            await conn.ok("delete-child", path=f"/b{n}")
+        assert running.daemon.unready() is None

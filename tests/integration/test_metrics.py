@@ -263,3 +263,10 @@ async def test_census_counts_every_running_supervisors_children(
         census = running.tree.census()
         assert census == {ChildStatus.RUNNING: 5, ChildStatus.STOPPED: 1}
         assert summary(census) == "5/6 running, 0 in backoff"
+
+
+def test_status_line_counts_failed_children_only_when_there_are_some() -> None:
+    """STATUS= says how many children are failed, and says nothing of it when none is."""
+    census = {ChildStatus.RUNNING: 5, ChildStatus.FAILED: 2, ChildStatus.BACKOFF: 1}
+    assert summary(census) == "5/8 running, 1 in backoff, 2 failed"
+    assert summary({ChildStatus.RUNNING: 3}) == "3/3 running, 0 in backoff"

@@ -123,11 +123,8 @@ def restarts(sup: corral.SupervisorRef) -> dict[str, int]:
 async def apply(
     tree: corral.Tree, old: corral.SupervisorSpec, new: corral.SupervisorSpec
 ) -> list[corral.StartError]:
-    """Apply ``plan_tree(old, new)`` to the running tree, parents first; the start failures."""
-    failures: list[corral.StartError] = []
-    for plan in plan_tree(old, new):
-        failures.extend(await tree.supervisor(plan.path).reconfigure(plan))
-    return failures
+    """Apply ``plan_tree(old, new)`` to the running tree as a reload does; the start failures."""
+    return list((await tree.reconfigure(old, new)).failures)
 
 
 # -- held children ---------------------------------------------------------------------------
@@ -663,6 +660,137 @@ async def test_reconfigure_restarts_a_dynamic_supervisor_without_its_children() 
             assert pool.which_children() == ()
             assert await pool.start_child(id="two") == "/pool/two"
             assert await tree.lookup("/pool/two").call("hi") == "new"
+
+
+def group(child_id: str, *children: corral.ChildSpec, **flags: object) -> corral.ChildSpec:
+    return corral.ChildSpec(child_id, corral.SupervisorSpec(list(children), **flags))  # type: ignore[arg-type]  # flags are SupervisorSpec's
+
+
+async def test_reconfigure_follows_one_file_order_across_levels() -> None:
+    """Every stop first, the last child first at any depth; then every start in the new
+    file's order, whichever supervisor it is under."""
+    log: list[str] = []
+    old = corral.SupervisorSpec(
+        [
+            group("g", named("x", log), named("y", log), named("z", log)),
+            named("m", log),
+            group("h", named("u", log)),
+            named("n", log),
+        ]
+    )
+    new = corral.SupervisorSpec(
+        [
+            group("g", named("x", log, "x2"), named("y", log), named("w", log)),
+            named("m", log, "m2"),
+            group("h", named("v", log), named("u", log, "u2")),
+        ]
+    )
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(old) as tree:
+            del log[:]
+            done = await tree.reconfigure(old, new)
+            assert (done.not_applied, done.failures) == ((), ())
+            assert log == [
+                "stop n",  # the file's last child first
+                "stop u",
+                "stop m",
+                "stop z",
+                "stop x",
+                "start x2",  # then the new file's order, level after level
+                "start w",
+                "start m2",
+                "start v",
+                "start u2",
+            ]
+            assert done.applied == (  # the plan's lines, supervisor by supervisor
+                "stop and remove /n",
+                "restart /m (spec changed, one-for-one)",
+                "stop and remove /g/z",
+                "restart /g/x (spec changed, one-for-one)",
+                "start /g/w (new)",
+                "restart /h/u (spec changed, one-for-one)",
+                "start /h/v (new)",
+            )
+
+
+class LooksUp(corral.Actor):
+    """Looks up the actor at *dep* as it starts (UnknownPathError when there is none)."""
+
+    def __init__(self, dep: str) -> None:
+        self.dep = dep
+
+    async def on_start(self) -> None:
+        self.ctx.lookup(self.dep)
+
+    async def handle(self, message: object) -> object:
+        return message
+
+
+async def test_reconfigure_starts_a_dependent_after_what_it_needs_at_any_depth() -> None:
+    """A child restarted to use an actor added deeper in an earlier sibling starts after it;
+    a child that still fails to start is reported with what did take effect."""
+
+    def spec(dep: str, *extra: str) -> corral.SupervisorSpec:
+        ws = group("ws", *(corral.ChildSpec(i, Plain) for i in ("a", *extra)))
+        user = corral.ChildSpec("user", LooksUp, args={"dep": dep})
+        return corral.SupervisorSpec([group("p", ws, user, strategy=REST_FOR_ONE)])
+
+    old = spec("/p/ws/a")
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(old) as tree:
+            done = await tree.reconfigure(old, spec("/p/ws/b", "b"))
+            assert (done.not_applied, done.failures) == ((), ())
+            assert statuses(tree.supervisor("/p")) == {"ws": RUNNING, "user": RUNNING}
+            done = await tree.reconfigure(spec("/p/ws/b", "b"), spec("/p/ws/gone", "b", "c"))
+            assert done.applied == ("start /p/ws/c (new)",)
+            assert done.not_applied == (
+                "restart /p/user (spec changed, rest-for-one):"
+                " failed to start: UnknownPathError(\"no actor at '/p/ws/gone'\")",
+            )
+            [failure] = done.failures
+            assert (failure.supervisor, failure.child_id) == ("/p", "user")
+            assert tree.failed() == ["/p/user"]
+            done = await tree.reconfigure(spec("/p/ws/gone", "b", "c"), spec("/p/ws/c", "b", "c"))
+            assert done.not_applied == ()
+            assert statuses(tree.supervisor("/p"))["user"] is RUNNING
+            assert tree.failed() == []
+
+
+async def test_reconfigure_leaves_alone_a_child_started_meanwhile() -> None:
+    """A reload's start skips a child that is no longer stopped when its turn comes (the
+    daemon makes an operator's start wait for a reload instead)."""
+    log: list[str] = []
+    old = corral.SupervisorSpec([named("a", log), group("g", named("x", log))])
+    new = corral.SupervisorSpec([named("a", log, "a2"), group("g", named("x", log, "x2"))])
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(old) as tree:
+            sup = tree.supervisor()
+            del log[:]
+            plans = plan_tree(old, new)
+            assert await sup._reload_stop("a", remove=False) is True
+            await sup.restart_child("a")  # an operator, before the reload's start
+            errors, added = await sup._reload_update(plans[0])
+            assert (errors, added) == ([], [])
+            assert await sup._reload_start("a") is None
+            assert log == ["stop a", "start a"]  # once: the operator's, with the spec it found
+            assert await sup._reload_start("gone") is None
+
+
+async def test_reconfigure_notes_a_supervisor_that_is_not_running() -> None:
+    """A changed supervisor held by an operator is left out, with a note naming its changes."""
+    log: list[str] = []
+    old = corral.SupervisorSpec([group("g", named("x", log))])
+    new = corral.SupervisorSpec([group("g", named("x", log), named("y", log))])
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(old) as tree:
+            await tree.supervisor().terminate_child("g", hold=True)
+            done = await tree.reconfigure(old, new)
+            assert done.notes == (
+                "/g is not running: its new spec applies when it starts (start /g/y (new))",
+            )
+            assert done.applied == ()
+            await tree.supervisor().restart_child("g")
+            assert statuses(tree.supervisor("/g")) == {"x": RUNNING, "y": RUNNING}
 
 
 # -- terminate_child beside the supervisor's loop ---------------------------------------------

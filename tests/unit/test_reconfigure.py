@@ -41,10 +41,14 @@ def sup(
 
 
 def test_all_is_pinned() -> None:
-    """The reconfigure module exports exactly its plan type, two planners and declared_paths."""
+    """The reconfigure module exports exactly its plan and result types, two planners, and
+    the paths a spec declares (in file order)."""
     assert reconfigure_module.__all__ == (
+        "Change",
         "Reconfiguration",
+        "Reconfigured",
         "declared_paths",
+        "file_order",
         "plan_reconfiguration",
         "plan_tree",
     )

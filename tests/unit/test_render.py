@@ -136,7 +136,18 @@ def test_render_status_tree() -> None:
         "└─ ● group   running   up 1d 1h  rest-for-one, budget 5/5 per 30s",
         "   ├─ ● leader    running   up 59.9s",
         "   └─ ● follower  failed    last exit: error ValueError()",
+        "1 failed, not running until started again: /group/follower"
+        " (see corral why /group/follower; corral start PATH)",
     ]
+
+
+def test_render_status_names_no_failed_child_when_there_is_none() -> None:
+    """The line naming the failed children is there only when some child is failed."""
+    node = tree()
+    node["children"][3]["children"][1]["state"] = "running"
+    lines = cli.render_status(node, colour=False)
+    assert len(lines) == 7
+    assert not any("failed" in line for line in lines)
 
 
 def test_render_status_of_a_worker_has_no_summary() -> None:
@@ -164,7 +175,7 @@ def test_render_status_of_an_empty_supervisor() -> None:
 
 def test_render_status_colours_the_dot_by_state() -> None:
     """With colour, each dot carries its state's ANSI colour; the text is unchanged."""
-    lines = cli.render_status(tree(), colour=True)
+    *lines, failed = cli.render_status(tree(), colour=True)
     dots = [GREEN, GREEN, YELLOW, GREY, GREEN, GREEN, RED]
     assert [line.split("●")[0][-5:] for line in lines] == dots
     assert all(f"●{RESET}" in line for line in lines)
@@ -172,7 +183,7 @@ def test_render_status_colours_the_dot_by_state() -> None:
         line.replace(colour, "").replace(RESET, "")
         for line, colour in zip(lines, dots, strict=True)
     ]
-    assert plain == cli.render_status(tree(), colour=False)
+    assert [*plain, failed] == cli.render_status(tree(), colour=False)
 
 
 def why_result() -> dict[str, Any]:
