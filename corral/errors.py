@@ -94,11 +94,22 @@ class SupervisorGaveUpError(CorralError):
     OTP: ``reached_max_restart_intensity``.
     """
 
-    def __init__(self, msg: str, *, supervisor: str, restarts: int, period: float) -> None:
+    def __init__(
+        self,
+        msg: str,
+        *,
+        supervisor: str,
+        restarts: int,
+        period: float,
+        intensity: int | None = None,
+        child: str | None = None,
+    ) -> None:
         super().__init__(msg)
         self.supervisor = supervisor
         self.restarts = restarts
         self.period = period
+        self.intensity = intensity  # the limit it exceeded
+        self.child = child  # the path of the child whose exit exceeded it
 
 
 # -- messaging errors -----------------------------------------------------------------------

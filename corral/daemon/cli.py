@@ -343,7 +343,8 @@ def render_why(why: dict[str, Any]) -> list[str]:
         lines.append("  no exits recorded")
     for n, exit_ in enumerate(reversed(exits)):
         label = "last exit" if n == 0 else "earlier"
-        lines.append(f"  {label}: {_when(exit_['at'])} {exit_['kind']}")
+        reason = f": {exit_['reason']}" if exit_.get("reason") else ""
+        lines.append(f"  {label}: {_when(exit_['at'])} {exit_['kind']}{reason}")
         if exit_.get("traceback"):
             lines.extend("    " + line for line in exit_["traceback"].rstrip().splitlines())
     return lines

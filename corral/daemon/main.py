@@ -805,7 +805,7 @@ class Daemon:
         # A temporary child's spec is dropped when it stops (OTP), unless held: hold it for
         # the moment between the stop and the start, which ends the hold.
         await sup.terminate_child(child_id, hold=self._temporary(path))
-        await sup.restart_child(child_id)
+        await sup.restart_child(child_id, counted=True)
         return self._done(path, "restarted")
 
     async def kill(self, path: str, reason: str) -> protocol.Done:

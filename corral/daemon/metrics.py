@@ -35,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from corral.actors.registry import within
 from corral.actors.timing import Histogram
 from corral.daemon.view import parent_path
+from corral.errors import SupervisorGaveUpError
 from corral.supervisors.core import ChildStatus
 from corral.supervisors.events import (
     ChildExited,
@@ -108,13 +109,18 @@ class Counters:
     def observe(self, event: Event) -> None:
         """An ``EventBus`` observer."""
         match event:
-            case ChildStarted(path=path, restarts=restarts):
+            case ChildStarted(path=path, restart=restart):
                 reason = self._ended.pop(path, "stopped")
-                if restarts:  # not a first start (a reused id, a re-added child is one)
+                if restart:  # not a first start, nor an operator's start of a stopped child
                     self.restarts[self.key(path), reason] += 1
-            case ChildExited(path=path, kind=kind):
+            case ChildExited(path=path, kind=kind, exception=exception):
                 self.exits[self.key(path), kind.value] += 1
-                self._end(path, "error" if kind is ExitKind.ERROR else "exit")
+                if kind is ExitKind.ERROR:
+                    self._end(path, "error")
+                elif isinstance(exception, SupervisorGaveUpError):  # a sub-supervisor's
+                    self._end(path, "gave_up")
+                else:
+                    self._end(path, "exit")
             case StartFailed(path=path):
                 self.exits[self.key(path), "start_error"] += 1
                 self._end(path, "error")
@@ -330,8 +336,8 @@ class TreeCollector:
             "corral_child_restarts_total",
             "counter",
             "Restarts by reason: error (it raised or failed to start), exit (it ended and its"
-            " restart type restarts that), stopped (its supervisor stopped it first: a"
-            " sibling's restart, `corral restart`, a reload).",
+            " restart type restarts that), gave_up (a supervisor that gave up), stopped (its"
+            " supervisor stopped it first: a sibling's restart, `corral restart`, a reload).",
         )
         restarts = counters.restarts
         parts.extend(  # `error` always, so that rate() sees the first crash

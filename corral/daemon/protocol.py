@@ -257,7 +257,8 @@ class ExitInfo(_Result, frozen=True, kw_only=True):
     at: float  # Unix time
     kind: str  # "normal" | "shutdown" | "error"
     exception: str | None = None  # repr
-    traceback: str | None = None
+    traceback: str | None = None  # with the cause's: a supervisor's give-up, its child's exit
+    reason: str | None = None  # a shutdown's: why the supervisor gave up
 
 
 class WhyResult(_Result, frozen=True, kw_only=True):

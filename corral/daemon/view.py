@@ -28,6 +28,7 @@ from corral.supervisors.events import (
     SupervisorEscalated,
     SupervisorGaveUp,
 )
+from corral.supervisors.spec import ExitKind
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -215,6 +216,7 @@ def _exit(exited: ChildExited, clock: Clock) -> protocol.ExitInfo:
         kind=exited.kind.value,
         exception=None if exc is None else short_repr(exc),
         traceback=None if exc is None else "".join(traceback.format_exception(exc)),
+        reason=str(exc) if exc is not None and exited.kind is ExitKind.SHUTDOWN else None,
     )
 
 

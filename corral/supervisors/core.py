@@ -95,16 +95,14 @@ class ChildRecord:
 
     spec: ChildSpec
     status: ChildStatus = ChildStatus.STOPPED
-    starts: int = 0  # successful starts; restarts = starts - 1
+    starts: int = 0  # successful starts
+    restarts: int = 0  # the starts that were restarts (not the first, nor an operator's start)
+    plain_start: bool = False  # the next start is an operator's start of a stopped child
     consecutive: int = 0  # restarts since the child last ran for backoff.reset_after
     started_at: float | None = None
     due: float | None = None  # with status BACKOFF: when the restart is attempted
     last_exit: ExitKind | None = None
     held: bool = False  # stopped by an operator: no multi-child restart starts it
-
-    @property
-    def restarts(self) -> int:
-        return max(0, self.starts - 1)
 
     @property
     def alive(self) -> bool:
@@ -302,11 +300,16 @@ class SupervisorCore:
         rec.status = ChildStatus.STARTING  # STOPPED | FAILED | BACKOFF -> STARTING
         rec.due = None
 
-    def started(self, child_id: str, now: float) -> None:
+    def started(self, child_id: str, now: float) -> bool:
+        """The child is running; returns whether this start was a restart."""
         rec = self.children[child_id]
         rec.status = ChildStatus.RUNNING  # STARTING -> RUNNING
+        restart = rec.starts > 0 and not rec.plain_start
+        rec.restarts += restart
+        rec.plain_start = False
         rec.starts += 1
         rec.started_at = now
+        return restart
 
     def stopping(self, child_id: str) -> None:
         rec = self.children[child_id]

@@ -38,12 +38,15 @@ logger = logging.getLogger("corral.events")
 
 @attrs.frozen
 class ChildStarted:
-    """A child signalled readiness; ``restarts`` counts its earlier starts."""
+    """A child signalled readiness. ``restart``: this start is a restart (by its supervisor,
+    a reload or ``corral restart``; not a first start, nor an operator's start of a stopped
+    child); ``restarts`` counts them, this one included."""
 
     path: str
     supervisor: str
     restarts: int
     at: float
+    restart: bool = False
 
 
 @attrs.frozen

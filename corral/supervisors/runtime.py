@@ -18,7 +18,6 @@ from __future__ import annotations
 import enum
 import functools
 import math
-from collections import deque
 from typing import TYPE_CHECKING, Final, final
 
 import anyio
@@ -33,6 +32,7 @@ from corral.errors import (
     AlreadyStartedError,
     MaxChildrenError,
     StartError,
+    SupervisorGaveUpError,
     UnknownPathError,
     UnsupportedError,
 )
@@ -92,8 +92,6 @@ __all__ = (
 ABANDON_GRACE: Final = 0.05
 """Seconds past a child's shutdown timeout for its cut-off cleanup to unwind before it is
 declared abandoned."""
-
-_EXIT_HISTORY: Final = 10
 
 
 class Outcome(enum.Enum):
@@ -172,7 +170,9 @@ class _Op:
     name: str
     child_id: str = ""
     spec: ChildSpec | None = None
-    hold: bool = False  # terminate_child: keep it stopped (an operator's stop); reload_stop: remove
+    # terminate_child: keep it stopped (an operator's stop); reload_stop: remove it;
+    # restart_child: count the start as a restart
+    hold: bool = False
     error: Exception | None = None  # kill_child: the crash to inject
     plan: Reconfiguration | None = None  # reconfigure
 
@@ -201,7 +201,6 @@ class _Slot:
         "cell",
         "done",
         "dormant",
-        "exits",
         "go",
         "incarnation",
         "last_exception",
@@ -231,7 +230,6 @@ class _Slot:
         self.quiet = False  # a class actor without on_stop: stopping it runs no user code
         self.dormant: Actor | None = None  # started, but its task waits for a first message
         self.last_exception: BaseException | None = None
-        self.exits: deque[ChildExited] | None = None
 
 
 def _noop() -> None:
@@ -281,6 +279,7 @@ class Supervisor:
         "_stop_requested",
         "_tg",
         "core",
+        "gave_up",
         "inbox",
         "max_children",
         "parent",
@@ -310,6 +309,7 @@ class Supervisor:
         self._done = False  # the loop has ended: requests get an error, not an answer
         self.inbox = Mailbox(2**62, Overflow.REJECT, services.new_waiter)
         self.slots: dict[str, _Slot] = {}
+        self.gave_up: SupervisorGaveUpError | None = None  # why it gave up, once it has
         self.stop_deadline = math.inf
         self._dynamic_seq = 0
         # Rare, so kept here rather than on every slot: a kill's crash for its runner to
@@ -533,9 +533,7 @@ class Supervisor:
         now = anyio.current_time()
         event = ChildExited(slot.path, self.path, exit_.kind, exit_.exception, now)
         slot.last_exception = exit_.exception
-        if slot.exits is None:
-            slot.exits = deque(maxlen=_EXIT_HISTORY)
-        slot.exits.append(event)
+        self._services.record_exit(event)
         if self._bus.active:
             self._bus.publish(event)
         return await self._carry_out(self.core.exited(exit_.child_id, exit_.kind, now), now)
@@ -571,6 +569,7 @@ class Supervisor:
                         bus.publish(SupervisorAutoShutdown(self.path, child_id, now))
                     return Outcome.AUTO_SHUTDOWN
             case GiveUp():
+                self.gave_up = self._gave_up(decision)
                 if bus.active:
                     bus.publish(
                         SupervisorGaveUp(
@@ -586,6 +585,27 @@ class Supervisor:
             case Ignore():
                 pass
         return None
+
+    def _gave_up(self, decision: GiveUp) -> SupervisorGaveUpError:
+        """What this supervisor's exit says to its parent (its exit's exception) and to the
+        tree's owner: the limit, and the child whose exit exceeded it (its exception as the
+        cause, so that its traceback comes with it)."""
+        child = join_path(self.path, decision.child_id)
+        msg = (
+            f"supervisor {self.path!r} gave up: {decision.restarts} restarts within"
+            f" {decision.period} s (limit {decision.intensity}), last of {child}"
+        )
+        error = SupervisorGaveUpError(
+            msg,
+            supervisor=self.path,
+            restarts=decision.restarts,
+            period=decision.period,
+            intensity=decision.intensity,
+            child=child,
+        )
+        slot = self.slots.get(decision.child_id)
+        error.__cause__ = slot.last_exception if slot is not None else None
+        return error
 
     async def _restart(self, plan: Restart) -> None:
         for child_id in plan.stop:
@@ -640,6 +660,8 @@ class Supervisor:
             self._killed.pop(slot, None)
             self._services.discard_cells(slot.path)
             self._services.forget_held(slot.path)
+            below = slot.spec.type is ChildType.SUPERVISOR
+            self._services.forget_exits(slot.path, below=below)
 
     def _close(self, child_id: str, reason: str) -> None:
         """The child stays stopped (until restarted by hand): its actors refuse new messages
@@ -718,10 +740,10 @@ class Supervisor:
         if slot.cell is not None:
             slot.cell.accepting = True
         now = anyio.current_time()
-        self.core.started(child_id, now)  # STARTING -> RUNNING
+        restart = self.core.started(child_id, now)  # STARTING -> RUNNING
         if self._bus.active:
             rec = self.core.children[child_id]
-            self._bus.publish(ChildStarted(slot.path, self.path, rec.restarts, now))
+            self._bus.publish(ChildStarted(slot.path, self.path, rec.restarts, now, restart))
 
     def _start_failed(self, slot: _Slot, exc: BaseException) -> None:
         slot.last_exception = exc
@@ -810,8 +832,11 @@ class Supervisor:
             return
         if error is None and self._bus.active:
             self._bus.publish(SupervisorEscalated(sub.path, self.path, anyio.current_time()))
-        kind = ExitKind.ERROR if error is not None else ExitKind.SHUTDOWN
-        self.inbox.put_nowait(_Exited(slot.spec.id, incarnation, kind, error))
+        if error is not None:
+            self.inbox.put_nowait(_Exited(slot.spec.id, incarnation, ExitKind.ERROR, error))
+        else:  # it shut down: gave up (saying why), or a significant child's exit
+            reason = sub.gave_up if outcome is Outcome.GAVE_UP else None
+            self.inbox.put_nowait(_Exited(slot.spec.id, incarnation, ExitKind.SHUTDOWN, reason))
 
     def _finished(self, slot: _Slot, run_id: int) -> None:
         if slot.run_id == run_id:
@@ -1015,11 +1040,14 @@ class Supervisor:
             case "restart_child":
                 self._refuse_dynamic(op)
                 core.check_restart(op.child_id)
-                core.get(op.child_id).held = False  # the operator wants it running again
+                rec = core.get(op.child_id)
+                rec.held = False  # the operator wants it running again
+                rec.plain_start = not op.hold  # a start, unless the operator's restart
                 self._services.unhold(self.slots[op.child_id].path)
                 try:
                     await self._start(op.child_id)
                 except _StartFailure as failure:
+                    rec.plain_start = False
                     core.stopped(op.child_id)
                     msg = (
                         f"supervisor {self.path!r}: child {op.child_id!r} failed to start:"
@@ -1180,6 +1208,7 @@ class Supervisor:
                 self._services.discard_cells(slot.path, keep=actors)
                 declared = {slot.path, *declared_paths(spec.start, slot.path)}
                 self._services.forget_held(slot.path, keep=declared)
+                self._services.forget_exits(slot.path, below=True, keep=declared)
             slot.spec = core.children[child_id].spec = spec
             if slot.cell is not None:
                 slot.cell.mailbox.capacity = spec.mailbox.capacity
@@ -1269,6 +1298,7 @@ class Supervisor:
         now = anyio.current_time()
         children = []
         letters = self._services.letters.by_path
+        exits = self._services.exits
         for child_id, rec in core.children.items():
             slot = self.slots[child_id]
             cell = slot.cell
@@ -1284,7 +1314,7 @@ class Supervisor:
                     next_restart_at=rec.due,
                     last_exit=rec.last_exit,
                     last_exception=slot.last_exception,
-                    exits=tuple(slot.exits or ()),
+                    exits=tuple(exits.get(slot.path, ())),
                     mailbox_depth=len(cell.mailbox) if cell is not None else 0,
                     mailbox_capacity=cell.mailbox.capacity if cell is not None else 0,
                     handled=cell.handled if cell is not None else 0,

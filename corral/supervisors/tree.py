@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random as _random
-from collections import Counter
+from collections import Counter, deque
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final, final
 
@@ -20,9 +20,9 @@ from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.registry import Registry, join_path, within
 from corral.actors.timing import Timings
 from corral.actors.waiter import waiter_factory
-from corral.errors import CorralError, StartError, SupervisorGaveUpError, UnknownPathError
+from corral.errors import CorralError, StartError, UnknownPathError
 from corral.supervisors.core import ChildStatus
-from corral.supervisors.events import EventBus, Observer, SupervisorEscalated
+from corral.supervisors.events import ChildExited, EventBus, Observer, SupervisorEscalated
 from corral.supervisors.reconfigure import Reconfigured, file_order, plan_tree
 from corral.supervisors.runtime import Outcome, Supervisor, SupervisorStatistics, _Op
 from corral.supervisors.spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ("SupervisorRef", "Tree", "TreeServices", "open_tree", "run")
 
 _FAILED: Final = ChildStatus.FAILED
+EXIT_HISTORY: Final = 10  # exits kept per child path, for `why`
 
 
 @final
@@ -45,6 +46,7 @@ class TreeServices:
     __slots__ = (
         "bus",
         "cells",
+        "exits",
         "held",
         "letters",
         "new_waiter",
@@ -72,6 +74,9 @@ class TreeServices:
         self.letters = DeadLetterBox(dead_letters)
         self.registry = Registry()
         self.cells: dict[str, ActorCell] = {}  # by path, across supervisor restarts
+        # The last exits of each child, by path: across its supervisor's restarts (`why` of a
+        # child whose supervisor was restarted tells what led there), until it is removed.
+        self.exits: dict[str, deque[ChildExited]] = {}
         self.supervisors: dict[str, Supervisor] = {}
         self.random = random
         self.new_waiter = waiter_factory()  # the backend is fixed for the tree's life
@@ -85,6 +90,22 @@ class TreeServices:
         if found is None:
             found = timings[supervisor] = Timings()
         return found
+
+    def record_exit(self, event: ChildExited) -> None:
+        exits = self.exits.get(event.path)
+        if exits is None:
+            exits = self.exits[event.path] = deque(maxlen=EXIT_HISTORY)
+        exits.append(event)
+
+    def forget_exits(self, path: str, *, below: bool, keep: Collection[str] = ()) -> None:
+        """The exits of *path* (and, with *below*, of every path below it) but *keep*'s:
+        those children are gone for good."""
+        exits = self.exits
+        if path not in keep:
+            exits.pop(path, None)
+        if below and exits:
+            for gone in [p for p in exits if within(p, path) and p not in keep]:
+                del exits[gone]
 
     def discard_all(self) -> None:
         """The tree has stopped: messages still queued become "undelivered" dead letters."""
@@ -249,14 +270,16 @@ class SupervisorRef:
         assert result is None or isinstance(result, StartError)
         return result
 
-    async def restart_child(self, child_id: str) -> str:
-        """Start a stopped child again (not counted in the restart intensity).
+    async def restart_child(self, child_id: str, *, counted: bool = False) -> str:
+        """Start a stopped child again (not counted in the restart intensity). The start is
+        not a restart in the child's ``restarts`` either, unless *counted* (the second half
+        of an operator's restart: ``corral restart``).
 
         Raises:
             NotFoundError, RunningError, RestartingError: as OTP.
             StartError: it failed to start.
         """
-        result = await self._current().request(_Op("restart_child", child_id))
+        result = await self._current().request(_Op("restart_child", child_id, hold=counted))
         assert isinstance(result, str)
         return result
 
@@ -476,17 +499,8 @@ class Tree:
         if self.services.bus.active:
             self.services.bus.publish(SupervisorEscalated("/", None, now))
         if outcome is Outcome.GAVE_UP:
-            core = root.core
-            msg = (
-                f"supervisor '/' gave up: {len(core.intensity.history)} restarts within"
-                f" {core.intensity.period} s (limit {core.intensity.intensity})"
-            )
-            self._failure = SupervisorGaveUpError(
-                msg,
-                supervisor="/",
-                restarts=len(core.intensity.history),
-                period=core.intensity.period,
-            )
+            assert root.gave_up is not None  # set as it gave up
+            self._failure = root.gave_up
         cancel_owner()
 
 

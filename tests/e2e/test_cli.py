@@ -170,7 +170,8 @@ def test_status_path_exits_3_unless_running(
 
 
 def test_stop_start_restart(workdir: Path, backend: str, daemons: list[Daemon]) -> None:
-    """stop holds a child, start runs it again, restart is not counted as a crash."""
+    """stop holds a child, start runs it again (a start, not a restart), restart is a restart
+    but not a crash."""
     d = start(workdir, backend, daemons)
     assert ok(d, "stop", "/b") == "/b: stopped; it stays stopped until `corral start`\n"
     assert d.cli("status", "/b", "--json").json()["state"] == "stopped"
@@ -178,7 +179,7 @@ def test_stop_start_restart(workdir: Path, backend: str, daemons: list[Daemon]) 
     assert why[0] == "/b: stopped (stopped by an operator; `corral start` to run it)"
     assert ok(d, "start", "/b") == "/b: started\n"
     assert d.cli("status", "/b", "--json").json()["state"] == "running"
-    assert d.event("child-started", "/b")["restarts"] == 1
+    assert d.event("child-started", "/b")["restarts"] == 0  # `corral start` is no restart
 
     assert ok(d, "restart", "/a") == "/a: restarted\n"
     assert d.event("child-stopped", "/a")["supervisor"] == "/"
@@ -216,7 +217,7 @@ def test_kill_is_a_crash_and_restart(workdir: Path, backend: str, daemons: list[
     )
     exited = d.event("child-exited", "/b")
     assert (exited["exit"], exited["exception"]) == ("error", "Killed('drill')")
-    assert d.event("child-started", "/b")["restarts"] == 1
+    assert d.event("child-started", "/b")["restarts"] == 0  # `corral start` is no restart
 
     why = d.cli("why", "/b", "--json").json()
     assert (why["state"], why["restarts"], why["restarts_remaining"]) == ("running", 1, 9)

@@ -251,7 +251,7 @@ def test_root_giving_up_exits_69(workdir: Path, backend: str, daemons: list[Daem
         ("/", "2 restarts within 5.0 s (limit 1), last of /loop")
     ]
     assert d.seen[-1]["message"] == (
-        "supervisor '/' gave up: 2 restarts within 5.0 s (limit 1); the daemon exits"
+        "supervisor '/' gave up: 2 restarts within 5.0 s (limit 1), last of /loop; the daemon exits"
     )
     assert not d.socket.exists()
 

@@ -539,7 +539,8 @@ async def test_stop_start_restart_keep_the_operator_hold(workdir: Path, anyio_ba
         assert await conn.ok("start", path="/ticker") == {"path": "/ticker", "done": "started"}
         assert json.loads(held.read_text()) == {"version": 1, "held": []}
         assert await conn.ok("restart", path="/ticker") == {"path": "/ticker", "done": "restarted"}
-        await running.log.wait_for(ChildStarted, "/ticker", restarts=2)
+        # `start` is a start, `restart` is a restart: one in all
+        await running.log.wait_for(ChildStarted, "/ticker", restarts=1, restart=True)
         assert running.log.summary(ChildStopped, ChildStarted) == [
             ("ChildStopped", "/ticker"),
             ("ChildStarted", "/ticker"),
@@ -1912,3 +1913,80 @@ async def test_readyz_names_the_failed_children(workdir: Path, anyio_backend: st
         for n in range(6):
             await conn.ok("delete-child", path=f"/b{n}")
         assert running.daemon.unready() is None
+
+
+FRAGILE = """
+[supervisor]
+intensity = 10
+period = 60
+
+[[supervisor.children]]
+id = "fragile"
+type = "supervisor"
+intensity = 1
+period = 60
+children = [
+  { id = "crasher", start = "corral.demo:Echo" },
+  { id = "calm", start = "corral.demo:Echo" },
+]
+
+[[supervisor.children]]
+id = "pool"
+type = "supervisor"
+intensity = 100
+child = { id = "w", start = "corral.demo:Echo" }
+"""
+
+
+async def test_why_tells_how_a_supervisor_gave_up_and_keeps_the_exits_that_led_there(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """/fragile gives up after /fragile/crasher's second crash: `why /fragile` says when, the
+    restarts within the period against the limit, and the child's last exit with its
+    traceback; `why /fragile/crasher` still shows its exits after /fragile was restarted; and
+    the give-up is /fragile's own restart reason."""
+    async with serving(make_daemon(workdir, anyio_backend, FRAGILE)) as running:
+        conn = await running.connect()
+        await conn.ok("kill", path="/fragile/crasher", reason="first")
+        await running.log.wait_for(ChildStarted, "/fragile/crasher", restarts=1)
+        await conn.ok("kill", path="/fragile/crasher", reason="second")
+        await running.log.wait_for(ChildStarted, "/fragile", restarts=1, restart=True)
+        why = await conn.ok("why", path="/fragile")
+        (exit_,) = why["exits"]
+        assert exit_["kind"] == "shutdown"
+        assert exit_["reason"] == (
+            "supervisor '/fragile' gave up: 2 restarts within 60.0 s (limit 1),"
+            " last of /fragile/crasher"
+        )
+        assert exit_["traceback"].splitlines()[0] == "corral.daemon.main.Killed: second"
+        assert exit_["traceback"].endswith(f"SupervisorGaveUpError: {exit_['reason']}\n")
+        lines = cli.render_why(why)
+        assert f"  last exit: {cli._when(exit_['at'])} shutdown: {exit_['reason']}" in lines
+        assert "    corral.daemon.main.Killed: second" in lines
+        crasher = await conn.ok("why", path="/fragile/crasher")
+        assert [(e["kind"], e["exception"]) for e in crasher["exits"]] == [
+            ("error", "Killed('first')"),
+            ("error", "Killed('second')"),
+        ]
+        assert crasher["restarts"] == 0  # a new incarnation of /fragile started it afresh
+        metrics = running.daemon.metrics()
+        assert 'corral_child_restarts_total{path="/fragile",reason="gave_up"} 1' in metrics
+        assert 'corral_child_restarts_total{path="/fragile",reason="exit"}' not in metrics
+
+
+async def test_exit_histories_are_bounded_and_go_with_their_child(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """At most the last ten exits per child are kept, and a child removed for good (a pool's
+    terminated child) leaves none behind."""
+    async with serving(make_daemon(workdir, anyio_backend, FRAGILE)) as running:
+        conn = await running.connect()
+        path = (await conn.ok("start-child", supervisor="/pool", args={}))["path"]
+        for n in range(12):
+            await conn.ok("kill", path=path, reason=str(n))
+            await running.log.wait_for(ChildStarted, path, restarts=n + 1)
+        why = await conn.ok("why", path=path)
+        assert [e["exception"] for e in why["exits"]] == [f"Killed('{n}')" for n in range(2, 12)]
+        assert path in running.tree.services.exits
+        await conn.ok("terminate-child", path=path)
+        assert path not in running.tree.services.exits

@@ -287,7 +287,7 @@ async def test_root_gives_up_past_its_intensity() -> None:
         anyio.fail_after(HANG_GUARD),
         pytest.raises(
             corral.SupervisorGaveUpError,
-            match=r"^supervisor '/' gave up: 2 restarts within 5\.0 s \(limit 1\)$",
+            match=r"^supervisor '/' gave up: 2 restarts within 5\.0 s \(limit 1\), last of /a$",
         ) as caught,
     ):
         await open_until_cancelled(spec, crash_twice)
@@ -330,7 +330,7 @@ async def test_failing_restarts_count_against_intensity() -> None:
         anyio.fail_after(HANG_GUARD),
         pytest.raises(
             corral.SupervisorGaveUpError,
-            match=r"^supervisor '/' gave up: 3 restarts within 5\.0 s \(limit 2\)$",
+            match=r"^supervisor '/' gave up: 3 restarts within 5\.0 s \(limit 2\), last of /a$",
         ),
     ):
         await open_until_cancelled(spec, crash)
@@ -369,7 +369,8 @@ def nested(restart: corral.RestartType, root_intensity: int = 3) -> corral.Super
 
 
 async def test_nested_supervisor_giving_up_exits_shutdown_to_its_parent() -> None:
-    """A sub-supervisor that gives up publishes SupervisorGaveUp, escalates and exits SHUTDOWN."""
+    """A sub-supervisor that gives up publishes SupervisorGaveUp, escalates and exits SHUTDOWN,
+    saying why: the limit, and the child's exit that exceeded it as the cause."""
     events = EventLog()
     with anyio.fail_after(HANG_GUARD):
         async with corral.open_tree(nested(TRANSIENT)) as tree:
@@ -383,7 +384,19 @@ async def test_nested_supervisor_giving_up_exits_shutdown_to_its_parent() -> Non
         ("SupervisorEscalated", "/sub"),
         ("ChildExited", "/sub"),
     ]
-    assert (exited.kind, exited.exception) == (corral.ExitKind.SHUTDOWN, None)
+    assert exited.kind is corral.ExitKind.SHUTDOWN
+    error = exited.exception
+    assert isinstance(error, corral.SupervisorGaveUpError)
+    assert str(error) == (
+        "supervisor '/sub' gave up: 1 restarts within 5.0 s (limit 0), last of /sub/a"
+    )
+    assert (error.supervisor, error.child, error.restarts, error.intensity) == (
+        "/sub",
+        "/sub/a",
+        1,
+        0,
+    )
+    assert repr(error.__cause__) == "Boom('a crashed')"
 
 
 async def test_permanent_sub_supervisor_that_gave_up_is_restarted_and_counted() -> None:
@@ -438,7 +451,7 @@ async def test_escalation_reaches_the_root() -> None:
         anyio.fail_after(HANG_GUARD),
         pytest.raises(
             corral.SupervisorGaveUpError,
-            match=r"^supervisor '/' gave up: 1 restarts within 5\.0 s \(limit 0\)$",
+            match=r"^supervisor '/' gave up: 1 restarts within 5\.0 s \(limit 0\), last of /sub$",
         ),
     ):
         await open_until_cancelled(nested(PERMANENT, root_intensity=0), crash)

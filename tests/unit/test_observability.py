@@ -24,6 +24,7 @@ from corral.daemon.loop import LoopMonitor, running_actor
 from corral.daemon.metrics import Counters
 from corral.daemon.redact import MASK, Redactor
 from corral.daemon.systemd import MAX_EXTEND, Notifier, activated_socket
+from corral.errors import SupervisorGaveUpError
 from corral.supervisors.events import (
     ChildExited,
     ChildStarted,
@@ -46,18 +47,33 @@ def test_restarts_are_counted_by_the_reason_of_the_last_end() -> None:
     c = Counters()
     c.observe(ChildStarted("/a", "/", 0, 0.0))  # a first start is not a restart
     c.observe(ChildExited("/a", "/", ExitKind.ERROR, RuntimeError(), 1.0))
-    c.observe(ChildStarted("/a", "/", 1, 1.0))
+    c.observe(ChildStarted("/a", "/", 1, 1.0, restart=True))
     c.observe(StartFailed("/a", "/", RuntimeError(), 1.5))
-    c.observe(ChildStarted("/a", "/", 2, 2.0))
+    c.observe(ChildStarted("/a", "/", 2, 2.0, restart=True))
     c.observe(ChildExited("/a", "/", ExitKind.NORMAL, None, 3.0))
-    c.observe(ChildStarted("/a", "/", 3, 3.0))
+    c.observe(ChildStarted("/a", "/", 3, 3.0, restart=True))
     c.observe(ChildStopped("/a", "/", 4.0))
-    c.observe(ChildStarted("/a", "/", 4, 4.0))
+    c.observe(ChildStarted("/a", "/", 4, 4.0, restart=True))
     c.observe(ChildExited("/a", "/", ExitKind.ERROR, RuntimeError(), 5.0))
     c.observe(ChildStopped("/a", "/", 5.0))  # the exit seen first is the reason
-    c.observe(ChildStarted("/a", "/", 5, 5.0))
+    c.observe(ChildStarted("/a", "/", 5, 5.0, restart=True))
     assert dict(c.restarts) == {("/a", "error"): 3, ("/a", "exit"): 1, ("/a", "stopped"): 1}
     assert dict(c.exits) == {("/a", "error"): 2, ("/a", "start_error"): 1, ("/a", "normal"): 1}
+
+
+def test_an_operators_start_is_not_a_restart_and_a_give_up_is_its_own_reason() -> None:
+    """`corral start` of a stopped child counts no restart; a sub-supervisor restarted after
+    it gave up counts one with reason gave_up (not exit)."""
+    c = Counters()
+    c.observe(ChildStarted("/a", "/", 0, 0.0))
+    c.observe(ChildStopped("/a", "/", 1.0))
+    c.observe(ChildStarted("/a", "/", 0, 2.0))  # the operator's start: restart=False
+    gave_up = SupervisorGaveUpError("gave up", supervisor="/g", restarts=2, period=5.0)
+    c.observe(ChildExited("/g", "/", ExitKind.SHUTDOWN, gave_up, 3.0))
+    c.observe(ChildStarted("/g", "/", 1, 4.0, restart=True))
+    c.observe(ChildExited("/h", "/", ExitKind.SHUTDOWN, None, 5.0))  # auto-shutdown
+    c.observe(ChildStarted("/h", "/", 1, 6.0, restart=True))
+    assert dict(c.restarts) == {("/g", "gave_up"): 1, ("/h", "exit"): 1}
 
 
 def test_supervisor_events_and_dead_letters_are_counted() -> None:
@@ -90,7 +106,7 @@ def test_pruning_keeps_the_counts_below_a_dormant_supervisor() -> None:
     c.observe(ChildExited("/gone", "/", ExitKind.ERROR, RuntimeError(), 0.0))
     c.prune({"/g"}, ["/g"])
     assert dict(c.exits) == {("/g/a", "error"): 1}
-    c.observe(ChildStarted("/g/a", "/g", 1, 1.0))
+    c.observe(ChildStarted("/g/a", "/g", 1, 1.0, restart=True))
     assert dict(c.restarts) == {("/g/a", "error"): 1}
 
 
@@ -130,7 +146,9 @@ def test_children_gone_for_good_leave_nothing_behind() -> None:
         tracemalloc.stop()
     assert grown < 256 * 1024  # 90 bytes per child would be 4.5 MB
     assert dict(c.exits) == {("/pool/*", "normal"): 55_000, ("/pool/*", "error"): 1}
-    c.observe(ChildStarted("/pool/keep", "/pool", 1, 1.0))  # a live child's end is kept
+    c.observe(
+        ChildStarted("/pool/keep", "/pool", 1, 1.0, restart=True)
+    )  # a live child's end is kept
     assert dict(c.restarts) == {("/pool/*", "error"): 1}
 
 
