@@ -16,7 +16,7 @@ The embedding API::
 
 from __future__ import annotations
 
-from corral.actors.actor import DEFAULT_CALL_TIMEOUT, Actor, ActorRef, Context
+from corral.actors.actor import DEFAULT_CALL_TIMEOUT, Actor, ActorRef, Context, Ignore
 from corral.actors.deadletter import DeadLetter
 from corral.errors import (
     ActorCrashedError,
@@ -100,6 +100,7 @@ __all__ = (
     "Event",
     "EventBus",
     "ExitKind",
+    "Ignore",
     "MailboxFullError",
     "MailboxSpec",
     "MaxChildrenError",

@@ -46,6 +46,7 @@ __all__ = (
     "ActorRef",
     "Call",
     "Context",
+    "Ignore",
     "current_path",
 )
 
@@ -414,6 +415,15 @@ class ActorRef:
 
 
 @final
+class Ignore(Exception):  # OTP's word: a start function returns `ignore`
+    """Raise it to decline to start, as OTP's ``ignore``: from ``on_start``, or from a
+    function actor before ``ctx.started()``. The child is then not running and is not
+    restarted; a regular supervisor's child that is not temporary keeps its spec (``corral
+    start`` tries again), a dynamic or temporary one is dropped. ``start_child`` and
+    ``restart_child`` answer None. Raised after the start, it is a crash like any other.
+    """
+
+
 class Context:
     """What an actor's code sees of the tree: its path and reference, lookups, and (for
     function actors) its mailbox."""

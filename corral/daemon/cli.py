@@ -214,6 +214,7 @@ def _name(lookup: Callable[[int], Any], ident: int) -> str:
 _COLOURS: Final = {
     "running": "\x1b[32m",  # green
     "starting": "\x1b[33m",  # yellow
+    "restarting": "\x1b[33m",
     "stopping": "\x1b[33m",
     "backoff": "\x1b[33m",
     "failed": "\x1b[31m",  # red
@@ -334,6 +335,8 @@ def render_why(why: dict[str, Any]) -> list[str]:
     )
     if why.get("dead_letters"):
         lines.append(f"  dead letters: {why['dead_letters']} (corral dead-letters {why['path']})")
+    if why.get("declined"):
+        lines.append(f"  declined to start (corral.Ignore): {why['declined']}")
     if why.get("start_error"):
         lines.append(f"  last start failed: {why['start_error']}")
         if why.get("start_traceback"):

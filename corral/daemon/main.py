@@ -120,6 +120,7 @@ class ExitCode(enum.IntEnum):
     TREE_FAILED = 69  # EX_UNAVAILABLE: a child failed to start, or the root gave up
 
 
+_DECLINED: Final = "declined to start (corral.Ignore): not running; `corral why` says why"
 FAILED_NAMED: Final = 5  # /readyz names this many of the failed children
 
 
@@ -775,11 +776,11 @@ class Daemon:
 
     async def _start(self, sup: SupervisorRef, child_id: str, path: str) -> protocol.Done:
         try:
-            await sup.restart_child(child_id)
+            started = await sup.restart_child(child_id)
         except RunningError as exc:
             msg = f"{exc} (`corral restart {path}` stops and starts it)"
             raise RunningError(msg, supervisor=exc.supervisor, child_id=exc.child_id) from None
-        return self._done(path, "started")
+        return self._done(path, "started" if started else _DECLINED)
 
     async def stop(self, path: str) -> protocol.Done:
         sup, child_id, path = self._child(path)
@@ -805,8 +806,8 @@ class Daemon:
         # A temporary child's spec is dropped when it stops (OTP), unless held: hold it for
         # the moment between the stop and the start, which ends the hold.
         await sup.terminate_child(child_id, hold=self._temporary(path))
-        await sup.restart_child(child_id, counted=True)
-        return self._done(path, "restarted")
+        started = await sup.restart_child(child_id, counted=True)
+        return self._done(path, "restarted" if started else _DECLINED)
 
     async def kill(self, path: str, reason: str) -> protocol.Done:
         sup, child_id, path = self._child(path)
@@ -844,8 +845,11 @@ class Daemon:
                 problem = args_problem(target, {**child.args, **args}, name)
                 if problem is not None:
                     raise SpecError(problem)
-        path = await sup.start_child(args=args, id=child_id)
-        return self._done(path, "started")
+        started = await sup.start_child(args=args, id=child_id)
+        if started is None:  # declined (corral.Ignore): a dynamic child is not kept
+            declined = sup.path.rstrip("/") + "/" + (child_id or "?")
+            return self._done(declined, "declined to start (corral.Ignore): not kept")
+        return self._done(started, "started")
 
     async def terminate_child(self, path: str) -> protocol.Done:
         sup, child_id, path = self._child(path)

@@ -276,6 +276,7 @@ class WhyResult(_Result, frozen=True, kw_only=True):
     dead_letters: int = 0
     start_error: str | None = None  # its last start failed after its last exit (repr)
     start_traceback: str | None = None
+    declined: str | None = None  # its last start declined (corral.Ignore): the reason
 
 
 class ReloadResult(_Result, frozen=True, kw_only=True):

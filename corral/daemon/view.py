@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
+from corral.actors.actor import Ignore
 from corral.actors.registry import join_path
 from corral.daemon import protocol
 from corral.errors import UnknownPathError
@@ -189,6 +190,9 @@ def why(tree: Tree, path: str) -> protocol.WhyResult:
         msg = "the root supervisor has no exits to explain: ask about a child, e.g. /name"
         raise UnknownPathError(msg, path="/")
     _, start_error = _errors(child)
+    declined = None
+    if isinstance(start_error, Ignore):  # it declined: no failure
+        declined, start_error = str(start_error) or "(no reason given)", None
     return protocol.WhyResult(
         path=child.path,
         state=child.state.value,
@@ -206,6 +210,7 @@ def why(tree: Tree, path: str) -> protocol.WhyResult:
         start_traceback=None
         if start_error is None
         else "".join(traceback.format_exception(start_error)),
+        declined=declined,
     )
 
 

@@ -79,6 +79,7 @@ class ChildStatus(enum.Enum):
     """Where a child is in its life, as the supervisor sees it."""
 
     STARTING = "starting"  # being started; the supervisor waits for it to signal readiness
+    RESTARTING = "restarting"  # being started by a restart (OTP: restarting): not active
     RUNNING = "running"
     BACKOFF = "backoff"  # a restart is due at ``due`` (OTP: restarting)
     STOPPING = "stopping"  # being stopped by the supervisor
@@ -86,7 +87,12 @@ class ChildStatus(enum.Enum):
     FAILED = "failed"  # not running, nothing pending, and its last exit or start failed
 
 
-_ALIVE = frozenset({ChildStatus.STARTING, ChildStatus.RUNNING, ChildStatus.STOPPING})
+_ALIVE = frozenset(
+    {ChildStatus.STARTING, ChildStatus.RESTARTING, ChildStatus.RUNNING, ChildStatus.STOPPING}
+)
+_RUNS = frozenset({ChildStatus.RUNNING, ChildStatus.STARTING, ChildStatus.RESTARTING})
+# OTP's count_children: active is a live pid; a child being restarted has none (restarting).
+_ACTIVE = frozenset({ChildStatus.STARTING, ChildStatus.RUNNING, ChildStatus.STOPPING})
 
 
 @attrs.define(slots=True)
@@ -106,7 +112,7 @@ class ChildRecord:
 
     @property
     def alive(self) -> bool:
-        """Starting, running or stopping: it has a task."""
+        """Starting, restarting, running or stopping: it has a task."""
         return self.status in _ALIVE
 
 
@@ -251,11 +257,15 @@ class SupervisorCore:
         return tuple(ChildInfo(i, r.status, r.spec.type) for i, r in self.children.items())
 
     def count_children(self) -> Counts:
+        """OTP's count_children: a dynamic supervisor has one spec, its template (as
+        simple_one_for_one); a child being restarted is not active (OTP: restarting)."""
         sups = sum(1 for r in self.children.values() if r.spec.type is ChildType.SUPERVISOR)
         # OTP: is_pid(Pid) andalso is_process_alive(Pid): starting and stopping count too.
-        active = sum(1 for r in self.children.values() if r.status in _ALIVE)
+        active = sum(1 for r in self.children.values() if r.status in _ACTIVE)
         n = len(self.children)
-        return Counts(specs=n, active=active, supervisors=sups, workers=n - sups)
+        return Counts(
+            specs=1 if self.dynamic else n, active=active, supervisors=sups, workers=n - sups
+        )
 
     def alive_in_stop_order(self) -> tuple[str, ...]:
         """Children that are starting, running or stopping, in reverse start order."""
@@ -295,15 +305,17 @@ class SupervisorCore:
         msg = f"supervisor {self.name!r}: child {spec.id!r} is already present (not running)"
         raise AlreadyPresentError(msg, supervisor=self.name, child_id=spec.id)
 
-    def starting(self, child_id: str) -> None:
+    def starting(self, child_id: str, *, restarting: bool = False) -> None:
+        """The child is being started; *restarting*: by a restart of its supervisor's."""
         rec = self.children[child_id]
-        rec.status = ChildStatus.STARTING  # STOPPED | FAILED | BACKOFF -> STARTING
+        # STOPPED | FAILED | BACKOFF -> STARTING | RESTARTING
+        rec.status = ChildStatus.RESTARTING if restarting else ChildStatus.STARTING
         rec.due = None
 
     def started(self, child_id: str, now: float) -> bool:
         """The child is running; returns whether this start was a restart."""
         rec = self.children[child_id]
-        rec.status = ChildStatus.RUNNING  # STARTING -> RUNNING
+        rec.status = ChildStatus.RUNNING  # STARTING | RESTARTING -> RUNNING
         restart = rec.starts > 0 and not rec.plain_start
         rec.restarts += restart
         rec.plain_start = False
@@ -354,7 +366,7 @@ class SupervisorCore:
     def exited(self, child_id: str, kind: ExitKind, now: float) -> Decision:
         """A child exited by itself (not stopped by the supervisor): what now?"""
         rec = self.children.get(child_id)
-        if rec is None or rec.status not in (ChildStatus.RUNNING, ChildStatus.STARTING):
+        if rec is None or rec.status not in _RUNS:
             return Ignore()
         rec.last_exit = kind
         if not should_restart(rec.spec.restart, kind):

@@ -24,6 +24,7 @@ import anyio
 import attrs
 
 from corral.actors.actor import Actor, ActorCell, Call, Context, current_path, run_actor
+from corral.actors.actor import Ignore as IgnoreStart
 from corral.actors.mailbox import Mailbox
 from corral.actors.registry import join_path
 from corral.errors import (
@@ -614,7 +615,7 @@ class Supervisor:
             self._drop_slot(child_id)
         for n, child_id in enumerate(plan.start):
             try:
-                await self._start(child_id)
+                await self._start(child_id, restarting=True)  # declined: as OTP, go on
             except _StartFailure:
                 now = anyio.current_time()
                 for later in plan.start[n + 1 :]:
@@ -670,8 +671,9 @@ class Supervisor:
         self._release(slot)
         self._services.close_cells(slot.path, reason)
 
-    async def _start(self, child_id: str) -> None:
-        """Start one child and wait for its readiness.
+    async def _start(self, child_id: str, *, restarting: bool = False) -> bool:
+        """Start one child (*restarting*: in a restart) and wait for its readiness; False if
+        it declined to start (``corral.Ignore``, OTP's ``ignore``: see ``_declined``).
 
         Raises:
             _StartFailure: it raised before signalling readiness (published as StartFailed).
@@ -682,7 +684,7 @@ class Supervisor:
         spec = slot.spec
         tg = self._tg
         assert tg is not None
-        self.core.starting(child_id)  # * -> STARTING
+        self.core.starting(child_id, restarting=restarting)  # * -> STARTING | RESTARTING
         slot.incarnation += 1
         slot.stopping = 0
         ready: Call | None = None
@@ -734,6 +736,9 @@ class Supervisor:
         except _StopDuringStart:
             await self._stop_child(child_id)  # cut its start short, by its shutdown policy
             raise
+        except IgnoreStart as declined:
+            self._declined(child_id, declined)
+            return False
         except Exception as exc:
             self._start_failed(slot, exc)
             raise _StartFailure(exc) from exc
@@ -744,6 +749,21 @@ class Supervisor:
         if self._bus.active:
             rec = self.core.children[child_id]
             self._bus.publish(ChildStarted(slot.path, self.path, rec.restarts, now, restart))
+        return True
+
+    def _declined(self, child_id: str, declined: IgnoreStart) -> None:
+        """The child declined to start (OTP's ``ignore``, ``{ok, undefined}``): it is not
+        running and not restarted; a dynamic supervisor's or a temporary child is dropped,
+        another keeps its spec (OTP's ``pid = undefined``), its actors closed meanwhile."""
+        slot = self.slots[child_id]
+        slot.last_exception = declined  # `why` and status say so
+        self.core.stopped(child_id)  # STARTING -> STOPPED
+        rec = self.core.children[child_id]
+        rec.status = ChildStatus.STOPPED  # declined is no failure, even after one
+        if self.core.dynamic or rec.spec.restart is RestartType.TEMPORARY:
+            self._drop_slot(child_id)
+        else:
+            self._close(child_id, "declined to start")
 
     def _start_failed(self, slot: _Slot, exc: BaseException) -> None:
         slot.last_exception = exc
@@ -1015,6 +1035,10 @@ class Supervisor:
                 assert op.spec is not None
                 return await self._start_new(op.spec)
             case "terminate_child":
+                if core.dynamic and op.child_id not in core:
+                    # OTP (simple_one_for_one): terminating a child that has exited is ok;
+                    # there is nothing left to stop.
+                    return None
                 rec = core.get(op.child_id)
                 slot = self.slots[op.child_id]
                 if op.hold and not core.dynamic:
@@ -1045,7 +1069,7 @@ class Supervisor:
                 rec.plain_start = not op.hold  # a start, unless the operator's restart
                 self._services.unhold(self.slots[op.child_id].path)
                 try:
-                    await self._start(op.child_id)
+                    started = await self._start(op.child_id)
                 except _StartFailure as failure:
                     rec.plain_start = False
                     core.stopped(op.child_id)
@@ -1056,7 +1080,8 @@ class Supervisor:
                     raise StartError(
                         msg, supervisor=self.path, child_id=op.child_id
                     ) from failure.cause
-                return self.slots[op.child_id].path
+                rec.plain_start = False
+                return self.slots[op.child_id].path if started else None
             case "kill_child":
                 return self._kill(op.child_id, op.error)
             case "reconfigure":
@@ -1242,7 +1267,7 @@ class Supervisor:
             self._close(child_id, "stopped by an operator")
             return None
         try:
-            await self._start(child_id)
+            await self._start(child_id)  # declined: not running, and no failure
         except _StartFailure as failure:
             core.boot_failed(child_id)  # STARTING -> FAILED; an operator starts it again
             msg = f"supervisor {self.path!r}: child {child_id!r} failed to start: {failure.cause!r}"
@@ -1258,7 +1283,7 @@ class Supervisor:
             )
             raise UnsupportedError(msg, supervisor=self.path, child_id=op.child_id)
 
-    async def _start_new(self, spec: ChildSpec) -> str:
+    async def _start_new(self, spec: ChildSpec) -> str | None:
         core = self.core
         core.check_new(spec)
         if isinstance(self.spec, SupervisorSpec):
@@ -1268,12 +1293,12 @@ class Supervisor:
             raise MaxChildrenError(msg, supervisor=self.path, max_children=self.max_children)
         slot = self._add_slot(spec)
         try:
-            await self._start(spec.id)
+            started = await self._start(spec.id)
         except _StartFailure as failure:
             self._drop_slot(spec.id)  # OTP does not keep the spec of a child that failed to start
             msg = f"supervisor {self.path!r}: child {spec.id!r} failed to start: {failure.cause!r}"
             raise StartError(msg, supervisor=self.path, child_id=spec.id) from failure.cause
-        return slot.path
+        return slot.path if started else None  # declined: OTP's {ok, undefined}
 
     def dynamic_spec(self, args: Mapping[str, object] | None, child_id: str | None) -> ChildSpec:
         """The template of a dynamic supervisor with *args* merged in and an id."""

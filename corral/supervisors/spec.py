@@ -216,9 +216,9 @@ class ChildSpec:
                 )
                 raise SpecError(msg)
             _check_seconds(f"child {self.id!r}: shutdown", shutdown)
-        if self.significant and self.restart is RestartType.PERMANENT:
-            # OTP: {bad_combination, [{restart, permanent}, {significant, true}]}
-            msg = f"child {self.id!r}: a significant child cannot be permanent"
+        significant: object = self.significant
+        if not isinstance(significant, bool):
+            msg = f"child {self.id!r}: significant must be True or False, got {significant!r}"
             raise SpecError(msg)
         is_sup = isinstance(self.start, SupervisorSpec | DynamicSupervisorSpec)
         if is_sup != (self.type is ChildType.SUPERVISOR):
@@ -277,10 +277,15 @@ class SupervisorSpec:
             self.check_child(child)
 
     def check_child(self, child: ChildSpec) -> None:
-        """Raise ``SpecError`` if *child* may not join this supervisor (OTP's validSignificant)."""
+        """Raise ``SpecError`` if *child* may not join this supervisor (OTP's
+        validSignificant, in its order: the never rule first, then permanent)."""
         if child.significant and self.auto_shutdown is AutoShutdown.NEVER:
             # OTP: {bad_combination, [{auto_shutdown, never}, {significant, true}]}
             msg = f"child {child.id!r}: significant children need auto_shutdown other than never"
+            raise SpecError(msg)
+        if child.significant and child.restart is RestartType.PERMANENT:
+            # OTP: {bad_combination, [{restart, permanent}, {significant, true}]}
+            msg = f"child {child.id!r}: a significant child cannot be permanent"
             raise SpecError(msg)
 
 
@@ -295,6 +300,10 @@ class DynamicSupervisorSpec:
     period: float = 5.0
 
     def __attrs_post_init__(self) -> None:
+        child: object = self.child
+        if not isinstance(child, ChildSpec):
+            msg = f"a dynamic supervisor's child must be a ChildSpec (its template), got {child!r}"
+            raise SpecError(msg)
         _check_flags(self.intensity, self.period)
         max_children: object = self.max_children
         if max_children is not None and (

@@ -20,7 +20,7 @@ from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.registry import Registry, join_path, within
 from corral.actors.timing import Timings
 from corral.actors.waiter import waiter_factory
-from corral.errors import CorralError, StartError, UnknownPathError
+from corral.errors import CorralError, SpecError, StartError, UnknownPathError
 from corral.supervisors.core import ChildStatus
 from corral.supervisors.events import ChildExited, EventBus, Observer, SupervisorEscalated
 from corral.supervisors.reconfigure import Reconfigured, file_order, plan_tree
@@ -191,8 +191,10 @@ class SupervisorRef:
         *,
         args: Mapping[str, object] | None = None,
         id: str | None = None,  # OTP's and the spec's word
-    ) -> str:
-        """Add a child and start it; returns its path.
+    ) -> str | None:
+        """Add a child and start it; returns its path, or None if it declined to start (it
+        raised ``corral.Ignore``: OTP's ``ignore``, ``{ok, undefined}``; the spec of a
+        regular supervisor's child that is not temporary is kept, not running).
 
         A regular supervisor takes a ``ChildSpec``. A dynamic supervisor builds one from its
         template, with *args* merged into the template's and *id* (default: a sequence number).
@@ -201,7 +203,7 @@ class SupervisorRef:
             AlreadyStartedError / AlreadyPresentError: the id is taken.
             MaxChildrenError: a dynamic supervisor is full.
             StartError: the child failed to start (its spec is not kept).
-            SpecError: the spec does not fit this supervisor.
+            SpecError: the spec is not a ChildSpec, or does not fit this supervisor.
         """
         sup = self._current()
         if isinstance(sup.spec, DynamicSupervisorSpec):
@@ -213,9 +215,13 @@ class SupervisorRef:
             spec = sup.dynamic_spec(args, id)
         elif spec is None:
             msg = "start_child needs a ChildSpec"
-            raise TypeError(msg)
+            raise SpecError(msg)
+        given: object = spec
+        if not isinstance(given, ChildSpec):
+            msg = f"start_child needs a ChildSpec, got {type(given).__name__}: {given!r}"
+            raise SpecError(msg)
         result = await sup.request(_Op("start_child", spec.id, spec))
-        assert isinstance(result, str)
+        assert result is None or isinstance(result, str)
         return result
 
     async def terminate_child(self, child_id: str, *, hold: bool = False) -> None:
@@ -270,17 +276,18 @@ class SupervisorRef:
         assert result is None or isinstance(result, StartError)
         return result
 
-    async def restart_child(self, child_id: str, *, counted: bool = False) -> str:
-        """Start a stopped child again (not counted in the restart intensity). The start is
-        not a restart in the child's ``restarts`` either, unless *counted* (the second half
-        of an operator's restart: ``corral restart``).
+    async def restart_child(self, child_id: str, *, counted: bool = False) -> str | None:
+        """Start a stopped child again (not counted in the restart intensity); returns its
+        path, or None if it declined to start (``corral.Ignore``). The start is not a restart
+        in the child's ``restarts`` either, unless *counted* (the second half of an
+        operator's restart: ``corral restart``).
 
         Raises:
             NotFoundError, RunningError, RestartingError: as OTP.
             StartError: it failed to start.
         """
         result = await self._current().request(_Op("restart_child", child_id, hold=counted))
-        assert isinstance(result, str)
+        assert result is None or isinstance(result, str)
         return result
 
     async def delete_child(self, child_id: str) -> None:

@@ -217,7 +217,7 @@ def test_kill_is_a_crash_and_restart(workdir: Path, backend: str, daemons: list[
     )
     exited = d.event("child-exited", "/b")
     assert (exited["exit"], exited["exception"]) == ("error", "Killed('drill')")
-    assert d.event("child-started", "/b")["restarts"] == 0  # `corral start` is no restart
+    assert d.event("child-started", "/b")["restarts"] == 1
 
     why = d.cli("why", "/b", "--json").json()
     assert (why["state"], why["restarts"], why["restarts_remaining"]) == ("running", 1, 9)

@@ -96,6 +96,12 @@ async def fails_to_start(ctx: corral.Context) -> None:
     raise RuntimeError(msg)
 
 
+async def declines(ctx: corral.Context) -> None:
+    """Declines to start (OTP's ignore)."""
+    msg = "feature off"
+    raise corral.Ignore(msg)
+
+
 async def finishes(ctx: corral.Context) -> None:
     """Ready, then done: a normal exit."""
     ctx.started()
@@ -1990,3 +1996,32 @@ async def test_exit_histories_are_bounded_and_go_with_their_child(
         assert path in running.tree.services.exits
         await conn.ok("terminate-child", path=path)
         assert path not in running.tree.services.exits
+
+
+async def test_a_child_that_declines_is_stopped_and_says_why(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """A child that declines at boot does not stop the boot; status shows it stopped (not
+    failed: /readyz stays 200), `why` says it declined and why, `start` says it declined
+    again, and a pool child that declines is not kept."""
+    tree = TREE + f'\n[[supervisor.children]]\nid = "off"\nstart = "{__name__}:declines"\n'
+    tree = tree.replace(
+        'child = { id = "w", start = "corral.demo:Echo", restart = "temporary" }',
+        f'child = {{ id = "w", start = "{__name__}:declines" }}',
+    )
+    async with serving(make_daemon(workdir, anyio_backend, tree)) as running:
+        conn = await running.connect()
+        assert (await conn.ok("status", path="/off"))["state"] == "stopped"
+        assert running.daemon.unready() is None
+        why = await conn.ok("why", path="/off")
+        assert (why["declined"], why.get("start_error")) == ("feature off", None)
+        assert "  declined to start (corral.Ignore): feature off" in cli.render_why(why)
+        assert await conn.ok("start", path="/off") == {
+            "path": "/off",
+            "done": "declined to start (corral.Ignore): not running; `corral why` says why",
+        }
+        assert await conn.ok("start-child", supervisor="/pool", id="p1", args={}) == {
+            "path": "/pool/p1",
+            "done": "declined to start (corral.Ignore): not kept",
+        }
+        assert (await conn.ok("status", path="/pool")).get("children") == []

@@ -128,12 +128,17 @@ async def test_start_child_that_fails_to_start_raises_start_error_and_is_not_kep
             assert ids(sup) == ["a", "sub"]
 
 
-async def test_start_child_without_a_spec_raises_type_error() -> None:
-    """``start_child`` on a regular supervisor without a ChildSpec raises TypeError."""
+async def test_start_child_without_a_spec_raises_spec_error() -> None:
+    """``start_child`` on a regular supervisor without a ChildSpec, or with something else,
+    raises SpecError saying what it needs (not an AttributeError from inside)."""
     with anyio.fail_after(HANG_GUARD):
         async with corral.open_tree(plain_tree()) as tree:
-            with pytest.raises(TypeError, match=r"^start_child needs a ChildSpec$"):
+            with pytest.raises(corral.SpecError, match=r"^start_child needs a ChildSpec$"):
                 await tree.supervisor().start_child()
+            with pytest.raises(
+                corral.SpecError, match=r"^start_child needs a ChildSpec, got str: 'x'$"
+            ):
+                await tree.supervisor().start_child("x")  # type: ignore[arg-type]  # the test
 
 
 async def test_start_child_with_a_significant_child_needs_auto_shutdown() -> None:

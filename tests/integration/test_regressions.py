@@ -153,6 +153,8 @@ async def test_restarted_dynamic_supervisor_forgets_its_old_children() -> None:
             d = tree.supervisor("/d")
             first = await d.start_child(args={"tag": "old-1"})
             second = await d.start_child(args={"tag": "old-2"})
+            assert first is not None  # it started
+            assert second is not None
             old = tree.lookup(second)
             old.cast_nowait("hold")
             await anyio.wait_all_tasks_blocked()  # old-2 is handling "hold"

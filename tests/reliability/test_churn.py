@@ -77,6 +77,7 @@ async def test_churn_leaves_memory_flat(
         started = time.perf_counter()
         for n in range(children):
             path = await pool.start_child()
+            assert path is not None  # it started (a child declining would answer None)
             await pool.terminate_child(path.rsplit("/", 1)[1])
             if n == children - traced:
                 gc.collect()

@@ -474,7 +474,7 @@ STRATEGIES = '"one-for-one", "one-for-all" or "rest-for-one"'
             '[supervisor]\nauto-shutdown = "any-significant"\n'
             '[[supervisor.children]]\nid = "a"\n' + ECHO + "\nsignificant = true\n",
             "child 'a': a significant child cannot be permanent",
-            C0,
+            "$.supervisor",
             id="significant-permanent",
         ),
         pytest.param(

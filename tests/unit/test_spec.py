@@ -128,10 +128,35 @@ def test_restart_must_be_a_restart_type() -> None:
 
 
 def test_significant_permanent_child_is_rejected() -> None:
-    """OTP's bad_combination: a significant child cannot be permanent."""
+    """OTP's bad_combination: a significant child cannot be permanent (checked where it
+    joins a supervisor, as OTP's validSignificant)."""
     msg = "child 'x': a significant child cannot be permanent"
     with pytest.raises(SpecError, match=f"^{re.escape(msg)}$"):
-        child(significant=True)
+        SupervisorSpec([child(significant=True)], auto_shutdown=AutoShutdown.ANY_SIGNIFICANT)
+
+
+def test_a_significant_permanent_child_under_never_names_the_never_rule_first() -> None:
+    """OTP checks auto_shutdown = never before the restart type: that is the error."""
+    msg = "child 'x': significant children need auto_shutdown other than never"
+    with pytest.raises(SpecError, match=f"^{re.escape(msg)}$"):
+        SupervisorSpec([child(significant=True)])
+
+
+@pytest.mark.parametrize("value", ["maybe", 1, None])
+def test_significant_must_be_a_bool(value: object) -> None:
+    """significant takes True or False only: "maybe" is an error, not a truthy yes."""
+    msg = f"child 'x': significant must be True or False, got {value!r}"
+    with pytest.raises(SpecError, match=f"^{re.escape(msg)}$"):
+        child(significant=value, restart=RestartType.TRANSIENT)
+
+
+@pytest.mark.parametrize("template", [None, "x", ()], ids=["none", "str", "tuple"])
+def test_a_dynamic_supervisors_template_must_be_a_child_spec(template: object) -> None:
+    """DynamicSupervisorSpec(None), or a list of templates, is a SpecError saying what it
+    needs, not an AttributeError."""
+    msg = f"a dynamic supervisor's child must be a ChildSpec (its template), got {template!r}"
+    with pytest.raises(SpecError, match=f"^{re.escape(msg)}$"):
+        DynamicSupervisorSpec(template)  # type: ignore[arg-type]  # what the test passes
 
 
 @pytest.mark.parametrize(
