@@ -14,6 +14,7 @@ import json
 import queue
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -528,3 +529,25 @@ def test_an_actors_own_records_are_entries_of_its_path(recorded: Recorded) -> No
     shown = messages(run_cli("logs", "/app/chatty", "--directory", str(recorded.journal)).out)
     assert "jobsvc: pricing ready" in shown
     assert "started /app/chatty (restarts: 0)" in shown
+
+
+def test_a_metrics_port_in_use_at_start_is_an_error_entry(workdir: Path, backend: str) -> None:
+    """`corral run` whose metrics port is taken exits, and says why in a native journal entry
+    of priority err with the daemon-failed MESSAGE_ID (`journalctl -p err` shows it)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(workdir, "[supervisor]\n", log_format="journal")
+        config.write_text(
+            config.read_text().replace(
+                'metrics-listen = ""', f'metrics-listen = "127.0.0.1:{port}"'
+            )
+        )
+        prefix = (shared_tool("with-journald"), "--dir", str(workdir / "jd"), "--")
+        d = Daemon.start(config, backend, wait_ready=False, prefix=prefix)
+        assert d.wait() == 1  # the daemon cannot run as configured (see the log)
+    failed = MESSAGE_IDS["daemon-failed"]
+    (entry,) = journal_entries(workdir / "jd" / "journal", "PRIORITY=3", f"MESSAGE_ID={failed}")
+    assert f"cannot listen for metrics on 127.0.0.1:{port}" in entry["MESSAGE"]
+    assert entry["CORRAL_EVENT"] == "daemon-failed"
