@@ -27,6 +27,7 @@ from corral.errors import (
     CallTimeoutError,
     MailboxFullError,
     NoReplyError,
+    UnknownPathError,
 )
 from corral.supervisors.events import EventBus, MessageDeadLettered
 from corral.supervisors.spec import Overflow
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from corral.actors.registry import Registry
     from corral.actors.timing import Timings
     from corral.actors.waiter import Waiter
+    from corral.supervisors.tree import SupervisorRef  # only a type: no import at run time
 
 __all__ = (
     "DEFAULT_CALL_TIMEOUT",
@@ -90,6 +92,10 @@ class Actor:
     def logger(self) -> ActorLogger:
         """A logger named after this actor's module, whose records carry its path."""
         return self.ctx.logger
+
+    def supervisor(self, path: str | None = None) -> SupervisorRef:
+        """``self.ctx.supervisor(path)``: a running supervisor (default: this actor's own)."""
+        return self.ctx.supervisor(path)
 
     async def on_start(self) -> None:
         """Prepare before the first message; raising here is a start failure."""
@@ -428,14 +434,19 @@ class Context:
     """What an actor's code sees of the tree: its path and reference, lookups, and (for
     function actors) its mailbox."""
 
-    __slots__ = ("_cell", "_logger", "_module", "_on_ready", "ready")
+    __slots__ = ("_cell", "_logger", "_module", "_on_ready", "_supervisors", "ready")
 
     def __init__(
-        self, cell: ActorCell, on_ready: Callable[[], None], module: str = "corral.actors"
+        self,
+        cell: ActorCell,
+        on_ready: Callable[[], None],
+        module: str = "corral.actors",
+        supervisors: Callable[[str], SupervisorRef] | None = None,
     ) -> None:
         self._cell = cell
         self._on_ready = on_ready
         self._module = module  # the actor's code: the logger's name
+        self._supervisors = supervisors  # the tree's: a running supervisor by path
         self._logger: ActorLogger | None = None
         self.ready = False
 
@@ -460,6 +471,25 @@ class Context:
     def lookup(self, path: str) -> ActorRef:
         """The actor at *path* in this tree (``UnknownPathError`` if none)."""
         return self._cell.registry.lookup(path)
+
+    def supervisor(self, path: str | None = None) -> SupervisorRef:
+        """The running supervisor at *path* (default: this actor's own), to start, terminate,
+        restart or delete its children from inside the tree, as OTP's
+        ``supervisor:start_child(SupName, Args)`` from any process.
+
+        An actor may not wait on a supervisor that is waiting for it (from ``on_start`` or
+        ``on_stop``): that request raises ``UnsupportedError`` instead of hanging.
+
+        Raises:
+            UnknownPathError: no supervisor runs at *path*.
+        """
+        supervisors = self._supervisors
+        if supervisors is None:
+            msg = f"actor {self.path} runs outside a tree: it has no supervisors"
+            raise UnknownPathError(msg, path=path or "")
+        if path is None:
+            path = self.path.rsplit("/", 1)[0] or "/"
+        return supervisors(path)
 
     def started(self) -> None:
         """Signal readiness: the supervisor goes on to start the next child.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+from collections import deque
 from typing import TYPE_CHECKING, Final, final
 
 import anyio
@@ -26,7 +27,7 @@ import attrs
 from corral.actors.actor import Actor, ActorCell, Call, Context, current_path, run_actor
 from corral.actors.actor import Ignore as IgnoreStart
 from corral.actors.mailbox import Mailbox
-from corral.actors.registry import join_path
+from corral.actors.registry import join_path, within
 from corral.errors import (
     ActorNotRunningError,
     AlreadyPresentError,
@@ -162,6 +163,7 @@ _STOP: Final = _Stop()
 _STARTABLE: Final = frozenset({ChildStatus.STOPPED, ChildStatus.FAILED})
 _RELOAD_AGAIN: Final = frozenset({ChildStatus.BACKOFF, ChildStatus.FAILED})
 _LATER: Final = object()  # an op's answer comes later, from the task carrying it out
+_SLOT_FREE: Final = object()  # a dynamic child was removed: serve who waits for a slot
 
 
 @attrs.frozen
@@ -176,6 +178,7 @@ class _Op:
     hold: bool = False
     error: Exception | None = None  # kill_child: the crash to inject
     plan: Reconfiguration | None = None  # reconfigure
+    wait: float = 0.0  # start_child: seconds to wait for a free slot (max_children)
 
 
 class _StopDuringStart(Exception):  # internal signal, never escapes run()
@@ -276,9 +279,11 @@ class Supervisor:
         "_new_waiter",
         "_services",
         "_shield",
+        "_slot_waiters",
         "_starting",
         "_stop_requested",
         "_tg",
+        "_waiting_on",
         "core",
         "gave_up",
         "inbox",
@@ -306,6 +311,9 @@ class Supervisor:
         self._tg: anyio.abc.TaskGroup | None = None
         self._shield: anyio.CancelScope | None = None
         self._starting: Call | None = None  # the readiness awaited right now, if any
+        self._waiting_on: str | None = None  # the child whose start or stop it awaits now
+        # start_child requests waiting for a free slot (max_children), first come first served
+        self._slot_waiters: deque[_Op | Call] = deque()
         self._stop_requested = False
         self._done = False  # the loop has ended: requests get an error, not an answer
         self.inbox = Mailbox(2**62, Overflow.REJECT, services.new_waiter)
@@ -429,6 +437,12 @@ class Supervisor:
         for message in self.inbox.drain():
             if isinstance(message, Call) and isinstance(message.payload, _Op):
                 message.fail(self._stopping_error(message.payload))
+        waiters = self._slot_waiters
+        while waiters:
+            call = waiters.popleft()
+            assert isinstance(call, Call)
+            assert isinstance(call.payload, _Op)
+            call.fail(self._stopping_error(call.payload))
 
     def _forget_added_children(self) -> None:
         """A restarted supervisor starts from its spec: children added at run time (all of a
@@ -523,6 +537,9 @@ class Supervisor:
             finally:  # cut short by the stop deadline: the caller still gets an answer
                 if result is not _LATER:
                     message.fail(self._stopping_error(op))  # (no effect once answered)
+            return None
+        if message is _SLOT_FREE:
+            await self._serve_slot_waiters()
             return None
         assert message is _STOP
         return Outcome.STOPPED
@@ -663,6 +680,7 @@ class Supervisor:
             self._services.forget_held(slot.path)
             below = slot.spec.type is ChildType.SUPERVISOR
             self._services.forget_exits(slot.path, below=below)
+            self._slot_freed()
 
     def _close(self, child_id: str, reason: str) -> None:
         """The child stays stopped (until restarted by hand): its actors refuse new messages
@@ -729,10 +747,12 @@ class Supervisor:
                     )
             if ready is not None:
                 self._starting = ready
+                self._waiting_on = slot.path
                 try:
                     await ready.wait()
                 finally:
                     self._starting = None
+                    self._waiting_on = None
         except _StopDuringStart:
             await self._stop_child(child_id)  # cut its start short, by its shutdown policy
             raise
@@ -788,7 +808,8 @@ class Supervisor:
             while True:
                 incarnation = slot.incarnation
                 module = (type(target) if isinstance(target, Actor) else target).__module__
-                ctx = Context(cell, _noop if ready is None else ready.wake_with_none, module)
+                on_ready = _noop if ready is None else ready.wake_with_none
+                ctx = Context(cell, on_ready, module, self._services.supervisor_ref)
                 ctx.ready = ready is None
                 error: Exception | None = None
                 running = True
@@ -949,11 +970,16 @@ class Supervisor:
 
         If a ``terminate_child`` is stopping it already, wait for that stop to end instead.
         """
-        in_flight = self._in_flight.get(self.slots[child_id])
-        if in_flight is not None:
-            await in_flight.wait()
-        else:
-            await self._stop_child_now(child_id)
+        slot = self.slots[child_id]
+        in_flight = self._in_flight.get(slot)
+        self._waiting_on = slot.path  # the loop waits for it: its requests would never run
+        try:
+            if in_flight is not None:
+                await in_flight.wait()
+            else:
+                await self._stop_child_now(child_id)
+        finally:
+            self._waiting_on = None
 
     async def _stop_child_now(self, child_id: str) -> None:
         slot = self.slots[child_id]
@@ -976,12 +1002,12 @@ class Supervisor:
                 await done.wait()
             else:
                 await done.wait_for(timeout + ABANDON_GRACE)
-                if not done.woken:
-                    task.cancel()
-                    if self._bus.active:
-                        self._bus.publish(
-                            ChildAbandoned(slot.path, self.path, timeout, anyio.current_time())
-                        )
+            if timeout != math.inf and not done.woken:  # past its shutdown: abandoned
+                task.cancel()
+                if self._bus.active:
+                    self._bus.publish(
+                        ChildAbandoned(slot.path, self.path, timeout, anyio.current_time())
+                    )
         self.core.stopped(child_id)  # STOPPING -> STOPPED
         if self._bus.active:
             self._bus.publish(ChildStopped(slot.path, self.path, anyio.current_time()))
@@ -1025,14 +1051,37 @@ class Supervisor:
         call = Call(op, self._new_waiter)
         if self._done:
             raise self._stopping_error(op)
+        waiting_on = self._waiting_on
+        if waiting_on is not None:
+            caller = current_path.get()
+            if caller is not None and within(caller, waiting_on):
+                raise self._would_deadlock(op, caller, waiting_on)
         self.inbox.put_nowait(call)
         return await call.wait()
+
+    def _would_deadlock(self, op: _Op, caller: str, waiting_on: str) -> UnsupportedError:
+        """The caller is (below) the child this supervisor waits for: it would never answer."""
+        doing = "stop (its on_stop)" if self.slots_stopping(waiting_on) else "start (its on_start)"
+        msg = (
+            f"{caller} cannot wait for supervisor {self.path!r} to {op.name.replace('_', ' ')}:"
+            f" the supervisor is waiting for {waiting_on} to {doing}, so it would never"
+            " answer; do it once started (in handle), not while starting or stopping"
+        )
+        return UnsupportedError(msg, supervisor=self.path, child_id=op.child_id)
+
+    def slots_stopping(self, path: str) -> bool:
+        child_id = path.rsplit("/", 1)[1]
+        slot = self.slots.get(child_id)
+        return slot is not None and bool(slot.stopping)
 
     async def _operate(self, op: _Op, call: Call) -> object:
         core = self.core
         match op.name:
             case "start_child":
                 assert op.spec is not None
+                if op.wait > 0 and self._full():
+                    self._wait_for_slot(call, op.wait)
+                    return _LATER
                 return await self._start_new(op.spec)
             case "terminate_child":
                 if core.dynamic and op.child_id not in core:
@@ -1283,14 +1332,64 @@ class Supervisor:
             )
             raise UnsupportedError(msg, supervisor=self.path, child_id=op.child_id)
 
-    async def _start_new(self, spec: ChildSpec) -> str | None:
+    def _full(self, *, queued: bool = False) -> bool:
+        """No slot for a new child: max_children reached, or (for a request that is not
+        queued itself) others wait for a slot first."""
+        limit = self.max_children
+        if limit is None:
+            return False
+        return len(self.core.children) >= limit or (not queued and bool(self._slot_waiters))
+
+    def _wait_for_slot(self, call: Call, wait: float) -> None:
+        """Queue a start_child for a free slot; it fails with MaxChildrenError after *wait*."""
+        self._slot_waiters.append(call)
+        tg = self._tg
+        assert tg is not None
+        tg.start_soon(self._give_up_waiting, call, wait)
+
+    async def _give_up_waiting(self, call: Call, wait: float) -> None:
+        await anyio.sleep(wait)
+        if call in self._slot_waiters:  # not served meanwhile
+            self._slot_waiters.remove(call)
+            call.fail(self._no_slot(f" (waited {wait:g} s for a free slot)"))
+
+    def _no_slot(self, more: str = "") -> MaxChildrenError:
+        limit = self.max_children
+        assert limit is not None
+        waiting = len(self._slot_waiters)
+        if waiting and not more:
+            more = f" ({waiting} waiting for a slot first)"
+        msg = f"supervisor {self.path!r} already has max_children={limit}{more}"
+        return MaxChildrenError(msg, supervisor=self.path, max_children=limit)
+
+    def _slot_freed(self) -> None:
+        if self._slot_waiters and not self._done:
+            self.inbox.put_nowait(_SLOT_FREE)
+
+    async def _serve_slot_waiters(self) -> None:
+        """Start the waiting requests, first come first served, while there are slots."""
+        waiters = self._slot_waiters
+        while waiters and not self._full(queued=True):
+            call = waiters.popleft()
+            assert isinstance(call, Call)
+            op = call.payload
+            assert isinstance(op, _Op)
+            assert op.spec is not None
+            try:
+                call.resolve(await self._start_new(op.spec, queued=True))
+            except _StopDuringStart:
+                call.fail(self._stopping_error(op))
+                raise
+            except Exception as exc:
+                call.fail(exc)
+
+    async def _start_new(self, spec: ChildSpec, *, queued: bool = False) -> str | None:
         core = self.core
         core.check_new(spec)
         if isinstance(self.spec, SupervisorSpec):
             self.spec.check_child(spec)
-        if self.max_children is not None and len(core.children) >= self.max_children:
-            msg = f"supervisor {self.path!r} already has max_children={self.max_children}"
-            raise MaxChildrenError(msg, supervisor=self.path, max_children=self.max_children)
+        if self._full(queued=queued):
+            raise self._no_slot()
         slot = self._add_slot(spec)
         try:
             started = await self._start(spec.id)

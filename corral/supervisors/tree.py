@@ -97,6 +97,14 @@ class TreeServices:
             exits = self.exits[event.path] = deque(maxlen=EXIT_HISTORY)
         exits.append(event)
 
+    def supervisor_ref(self, path: str) -> SupervisorRef:
+        """The running supervisor at *path* (``UnknownPathError`` if none): what an actor's
+        ``ctx.supervisor(path)`` answers."""
+        if path not in self.supervisors:
+            msg = f"no running supervisor at {path!r}"
+            raise UnknownPathError(msg, path=path)
+        return SupervisorRef(self, path)
+
     def forget_exits(self, path: str, *, below: bool, keep: Collection[str] = ()) -> None:
         """The exits of *path* (and, with *below*, of every path below it) but *keep*'s:
         those children are gone for good."""
@@ -191,6 +199,7 @@ class SupervisorRef:
         *,
         args: Mapping[str, object] | None = None,
         id: str | None = None,  # OTP's and the spec's word
+        wait: float = 0.0,
     ) -> str | None:
         """Add a child and start it; returns its path, or None if it declined to start (it
         raised ``corral.Ignore``: OTP's ``ignore``, ``{ok, undefined}``; the spec of a
@@ -198,6 +207,9 @@ class SupervisorRef:
 
         A regular supervisor takes a ``ChildSpec``. A dynamic supervisor builds one from its
         template, with *args* merged into the template's and *id* (default: a sequence number).
+        A dynamic supervisor at ``max_children`` raises ``MaxChildrenError`` at once, or with
+        *wait* seconds waits for a free slot, first come first served (a request that does
+        not wait gets no slot while others wait for one).
 
         Raises:
             AlreadyStartedError / AlreadyPresentError: the id is taken.
@@ -220,7 +232,14 @@ class SupervisorRef:
         if not isinstance(given, ChildSpec):
             msg = f"start_child needs a ChildSpec, got {type(given).__name__}: {given!r}"
             raise SpecError(msg)
-        result = await sup.request(_Op("start_child", spec.id, spec))
+        given_wait: object = wait
+        if isinstance(given_wait, bool) or not isinstance(given_wait, int | float):
+            msg = f"wait must be seconds >= 0, got {wait!r}"
+            raise TypeError(msg)
+        if not wait >= 0:  # NaN too
+            msg = f"wait must be seconds >= 0, got {wait!r}"
+            raise ValueError(msg)
+        result = await sup.request(_Op("start_child", spec.id, spec, wait=float(wait)))
         assert result is None or isinstance(result, str)
         return result
 

@@ -22,14 +22,17 @@ def python_blocks() -> list[str]:
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_readme_examples_run(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """The actor and tree examples define, start, message and stop a real tree."""
+    """The actor, driving-from-inside and tree examples define, start, message and stop real
+    trees."""
     blocks = python_blocks()
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     namespace: dict[str, object] = {}
     exec(blocks[0], namespace)  # noqa: S102  # the README's own code, on purpose
-    tree_code = blocks[1].replace("anyio.run(main)", f"anyio.run(main, backend={backend!r})")
-    exec(tree_code, namespace)  # noqa: S102
+    for program in blocks[1:]:
+        program = program.replace("anyio.run(main)", f"anyio.run(main, backend={backend!r})")
+        exec(program, namespace)  # noqa: S102
     out = capsys.readouterr().out
+    assert "doubled: [0, 2, 4]" in out  # the dispatcher's jobs, one child each
     assert "> hello" in out  # the logger actor printed the call it answered
     assert "SupervisorStatistics(path='/'" in out
     assert callable(namespace["main"])
