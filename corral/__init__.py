@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from corral.actors.actor import DEFAULT_CALL_TIMEOUT, Actor, ActorRef, Context, Ignore
 from corral.actors.deadletter import DeadLetter
+from corral.actors.timers import Timer
 from corral.errors import (
     ActorCrashedError,
     ActorNotRunningError,
@@ -123,6 +124,7 @@ __all__ = (
     "SupervisorRef",
     "SupervisorSpec",
     "SupervisorStatistics",
+    "Timer",
     "Tree",
     "UnknownPathError",
     "UnsupportedError",

@@ -20,6 +20,7 @@ import anyio.lowlevel
 
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.mailbox import DROPPED, EMPTY, QUEUED, YIELD, Mailbox, MailboxFull
+from corral.actors.timers import Tick, check_delay
 from corral.actors.timing import SAMPLE_MASK
 from corral.errors import (
     ActorCrashedError,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator
 
     from corral.actors.registry import Registry
+    from corral.actors.timers import Timer, TimerWheel
     from corral.actors.timing import Timings
     from corral.actors.waiter import Waiter
     from corral.supervisors.tree import SupervisorRef  # only a type: no import at run time
@@ -177,7 +179,9 @@ class ActorCell:
         "registry",
         "since",
         "stop_requested",
+        "timers",
         "timings",
+        "wheel",
     )
 
     def __init__(
@@ -189,6 +193,7 @@ class ActorCell:
         letters: DeadLetterBox,
         registry: Registry,
         timings: Timings | None = None,
+        wheel: TimerWheel | None = None,
     ) -> None:
         self.path = path
         self.mailbox = mailbox
@@ -204,6 +209,8 @@ class ActorCell:
         self._ref: ActorRef | None = None
         self.timings = timings  # its supervisor's, when the tree keeps timings
         self.since = 0.0  # when a function actor's sampled message was received
+        self.wheel = wheel  # the tree's timers
+        self.timers: set[Timer] | None = None  # armed by the running incarnation
 
     @property
     def ref(self) -> ActorRef:
@@ -214,7 +221,10 @@ class ActorCell:
         return ref
 
     def dead_letter(self, message: object, reason: str, exception: BaseException | None) -> None:
-        """Keep *message* (a cast payload or a ``Call``) as a dead letter; fail a call's caller."""
+        """Keep *message* (a cast payload or a ``Call``) as a dead letter; fail a call's caller.
+        A timer's tick is nobody's message: it is dropped."""
+        if type(message) is Tick:
+            return
         if isinstance(message, Call):
             if reason == "crashed":
                 error: ActorNotRunningError | ActorCrashedError = ActorCrashedError(
@@ -245,7 +255,12 @@ class ActorCell:
 
         After a crash or a stop it becomes a dead letter (a call's caller gets the error).
         After a normal return it counts as handled; an unanswered call gets NoReplyError.
+        Its timers are cancelled (a tick of theirs still queued is skipped).
         """
+        timers = self.timers
+        if timers:
+            for timer in list(timers):
+                timer.cancel()
         current = self.current
         self.current = None
         if current is None:
@@ -491,6 +506,26 @@ class Context:
             path = self.path.rsplit("/", 1)[0] or "/"
         return supervisors(path)
 
+    def send_after(self, delay: float, message: object) -> Timer:
+        """Cast *message* to this actor in *delay* seconds, once. The timer belongs to this
+        incarnation: it is cancelled when the incarnation ends (``cancel()`` ends it
+        sooner). A class actor may arm it in ``on_start`` or ``handle``."""
+        return self._wheel().arm(self._cell, check_delay("delay", delay), message, None)
+
+    def send_interval(self, period: float, message: object) -> Timer:
+        """Cast *message* to this actor every *period* seconds, the first in one period, until
+        cancelled or the incarnation ends. At most one tick waits in the mailbox at a time:
+        a slow handler skips ticks rather than piling them up."""
+        period = check_delay("period", period, positive=True)
+        return self._wheel().arm(self._cell, period, message, period)
+
+    def _wheel(self) -> TimerWheel:
+        wheel = self._cell.wheel
+        if wheel is None:
+            msg = f"actor {self.path} runs outside a tree: it has no timers"
+            raise RuntimeError(msg)
+        return wheel
+
     def started(self) -> None:
         """Signal readiness: the supervisor goes on to start the next child.
 
@@ -500,14 +535,30 @@ class Context:
             self.ready = True
             self._on_ready()
 
-    async def receive(self) -> object:
-        """The next message (waiting for one). For a call, answer with ``reply`` before the
-        next ``receive``; otherwise the caller gets ``NoReplyError``."""
+    async def receive(self, timeout: float | None = None) -> object:  # noqa: ASYNC109  # as queue.get
+        """The next message, waiting for one (at most *timeout* seconds: then ``TimeoutError``).
+        For a call, answer with ``reply`` before the next ``receive``; otherwise the caller
+        gets ``NoReplyError``.
+
+        Cancel-safe: a receive that is cancelled (or times out) takes nothing, so no message
+        is ever lost; the next receive gets it.
+        """
         cell = self._cell
         self._finish()
         if not self.ready:
             self.started()
-        item = await cell.mailbox.get()
+        mailbox = cell.mailbox
+        while True:
+            if timeout is None:
+                item = await mailbox.get()
+            else:
+                with anyio.fail_after(check_delay("timeout", timeout)):
+                    item = await mailbox.get()
+            if type(item) is not Tick:
+                break
+            if item.timer.taken():
+                item = item.timer.message
+                break
         cell.current = item
         if cell.timings is not None and not cell.handled & SAMPLE_MASK:
             cell.since = time.perf_counter()
@@ -568,6 +619,10 @@ async def run_actor(
                         return  # stopped while idle: nothing to cut short, no exception
                     continue
                 item = await mailbox.get()  # a fairness yield is due
+            if type(item) is Tick:
+                if not item.timer.taken():
+                    continue  # its timer was cancelled since: skipped
+                item = item.timer.message
             cell.current = item
             sampled = timings is not None and not cell.handled & SAMPLE_MASK
             if sampled:

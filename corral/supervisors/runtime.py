@@ -658,6 +658,7 @@ class Supervisor:
                     letters=services.letters,
                     registry=services.registry,
                     timings=services.timings_of(self.path),
+                    wheel=services.timers,
                 )
                 services.registry.register(cell)
             else:

@@ -18,6 +18,7 @@ import anyio
 from corral.actors.actor import ActorCell, ActorRef, Call
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.registry import Registry, join_path, within
+from corral.actors.timers import TimerWheel
 from corral.actors.timing import Timings
 from corral.actors.waiter import waiter_factory
 from corral.errors import CorralError, SpecError, StartError, UnknownPathError
@@ -54,6 +55,7 @@ class TreeServices:
         "random",
         "registry",
         "supervisors",
+        "timers",
         "timings",
     )
 
@@ -80,6 +82,7 @@ class TreeServices:
         self.supervisors: dict[str, Supervisor] = {}
         self.random = random
         self.new_waiter = waiter_factory()  # the backend is fixed for the tree's life
+        self.timers = TimerWheel()  # the actors' timers: its task starts with the first
 
     def timings_of(self, supervisor: str) -> Timings | None:
         """The timings that the actors of *supervisor* record into (None: not kept)."""
@@ -517,6 +520,7 @@ class Tree:
             cancel_owner()
             return
         finally:
+            self.services.timers.close()  # every actor has stopped: no tick is due any more
             self._stopped.set()
             self._closed.set()
         if outcome is Outcome.STOPPED:
@@ -578,6 +582,7 @@ async def open_tree(
     leaf: BaseException | None = None
     try:
         async with anyio.create_task_group() as tg:
+            services.timers.spawn = tg.start_soon
             tg.start_soon(tree._run_root, ready, tg.cancel_scope.cancel)
             await ready.wait()
             try:
