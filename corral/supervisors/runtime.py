@@ -810,7 +810,7 @@ class Supervisor:
                 incarnation = slot.incarnation
                 module = (type(target) if isinstance(target, Actor) else target).__module__
                 on_ready = _noop if ready is None else ready.wake_with_none
-                ctx = Context(cell, on_ready, module, self._services.supervisor_ref)
+                ctx = Context(cell, on_ready, module, self._services.find_supervisor)
                 ctx.ready = ready is None
                 error: Exception | None = None
                 running = True

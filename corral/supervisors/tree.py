@@ -48,6 +48,7 @@ class TreeServices:
         "bus",
         "cells",
         "exits",
+        "find_supervisor",
         "held",
         "letters",
         "new_waiter",
@@ -83,6 +84,8 @@ class TreeServices:
         self.random = random
         self.new_waiter = waiter_factory()  # the backend is fixed for the tree's life
         self.timers = TimerWheel()  # the actors' timers: its task starts with the first
+        # one bound method for every actor's Context (not one per incarnation)
+        self.find_supervisor: Callable[[str], SupervisorRef] = self.supervisor_ref
 
     def timings_of(self, supervisor: str) -> Timings | None:
         """The timings that the actors of *supervisor* record into (None: not kept)."""
