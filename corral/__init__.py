@@ -16,7 +16,7 @@ The embedding API::
 
 from __future__ import annotations
 
-from corral.actors.actor import DEFAULT_CALL_TIMEOUT, Actor, ActorRef, Context, Ignore
+from corral.actors.actor import DEFAULT_CALL_TIMEOUT, Actor, ActorRef, Context, Ignore, Reply
 from corral.actors.deadletter import DeadLetter
 from corral.actors.timers import Timer
 from corral.errors import (
@@ -109,6 +109,7 @@ __all__ = (
     "NoReplyError",
     "NotFoundError",
     "Overflow",
+    "Reply",
     "RestartScheduled",
     "RestartType",
     "RestartingError",

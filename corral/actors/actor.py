@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from corral.actors.waiter import Waiter
     from corral.supervisors.tree import SupervisorRef  # only a type: no import at run time
 
+    Task = tuple[Callable[..., Awaitable[object]], tuple[object, ...]]
+    Spawn = Callable[["ActorCell", Callable[..., Awaitable[object]], tuple[object, ...]], None]
+
 __all__ = (
     "DEFAULT_CALL_TIMEOUT",
     "Actor",
@@ -51,6 +54,7 @@ __all__ = (
     "Call",
     "Context",
     "Ignore",
+    "Reply",
     "current_path",
 )
 
@@ -114,11 +118,12 @@ class Actor:
 class Call:
     """A request in a mailbox and its one-shot reply."""
 
-    __slots__ = ("_error", "_result", "_waiter", "done", "payload")
+    __slots__ = ("_error", "_result", "_waiter", "deferred", "done", "payload")
 
     def __init__(self, payload: object, new_waiter: Callable[[], Waiter]) -> None:
         self.payload = payload
         self.done = False
+        self.deferred = False  # answered later through a Reply (ctx.defer())
         self._waiter = new_waiter()
         self._result: object = None
         self._error: BaseException | None = None
@@ -177,8 +182,10 @@ class ActorCell:
         "mailbox",
         "path",
         "registry",
+        "replies",
         "since",
         "stop_requested",
+        "tasks",
         "timers",
         "timings",
         "wheel",
@@ -211,6 +218,8 @@ class ActorCell:
         self.since = 0.0  # when a function actor's sampled message was received
         self.wheel = wheel  # the tree's timers
         self.timers: set[Timer] | None = None  # armed by the running incarnation
+        self.replies: set[Reply] | None = None  # its deferred replies not answered yet
+        self.tasks: set[anyio.CancelScope] | None = None  # its start_soon tasks' scopes
 
     @property
     def ref(self) -> ActorRef:
@@ -261,6 +270,16 @@ class ActorCell:
         if timers:
             for timer in list(timers):
                 timer.cancel()
+        tasks = self.tasks
+        if tasks:
+            for scope in tasks:
+                scope.cancel()
+            tasks.clear()
+        replies = self.replies
+        if replies:
+            how = "crashed" if exception is not None else "stopped" if stopped else "returned"
+            for reply in list(replies):
+                reply.expire(how)
         current = self.current
         self.current = None
         if current is None:
@@ -270,8 +289,8 @@ class ActorCell:
             if isinstance(current, Call) and not current.done:
                 current.fail(NoReplyError(f"actor {self.path} did not reply", path=self.path))
             return
-        if isinstance(current, Call) and current.done:
-            return  # a function actor that already replied
+        if isinstance(current, Call) and (current.done or current.deferred):
+            return  # a function actor that already replied, or a deferred reply (failed above)
         self.dead_letter(current, "stopped" if stopped else "crashed", exception)
 
     def close(self, reason: str) -> None:
@@ -445,11 +464,66 @@ class Ignore(Exception):  # OTP's word: a start function returns `ignore`
     """
 
 
+@final
+class Reply:
+    """A deferred answer to one call (``ctx.defer()``): complete it exactly once."""
+
+    __slots__ = ("_call", "_cell", "_ended")
+
+    def __init__(self, call: Call, cell: ActorCell) -> None:
+        self._call = call
+        self._cell = cell
+        self._ended: str | None = None  # why it can no longer be completed
+
+    @property
+    def done(self) -> bool:
+        return self._ended is not None
+
+    def send(self, value: object) -> None:
+        """Answer the call with *value* (the caller's ``call`` returns it)."""
+        self._complete()
+        self._call.resolve(value)
+
+    def fail(self, error: BaseException) -> None:
+        """Answer the call with *error* (the caller's ``call`` raises it)."""
+        self._complete()
+        self._call.fail(error)
+
+    def _complete(self) -> None:
+        if self._ended is not None:
+            msg = f"actor {self._cell.path}: this deferred reply {self._ended}"
+            raise RuntimeError(msg)
+        self._ended = "was completed already"
+        replies = self._cell.replies
+        if replies is not None:
+            replies.discard(self)
+
+    def expire(self, how: str) -> None:
+        """The incarnation ended (*how*) before answering: the caller gets ``NoReplyError``."""
+        if self._ended is None:
+            self._ended = f"can no longer be completed: its incarnation {how}"
+            path = self._cell.path
+            error = NoReplyError(f"actor {path} {how} before answering a deferred call", path=path)
+            self._call.fail(error)
+            replies = self._cell.replies
+            if replies is not None:
+                replies.discard(self)
+
+
 class Context:
     """What an actor's code sees of the tree: its path and reference, lookups, and (for
     function actors) its mailbox."""
 
-    __slots__ = ("_cell", "_logger", "_module", "_on_ready", "_supervisors", "ready")
+    __slots__ = (
+        "_cell",
+        "_logger",
+        "_module",
+        "_on_ready",
+        "_pending",
+        "_spawn",
+        "_supervisors",
+        "ready",
+    )
 
     def __init__(
         self,
@@ -457,8 +531,13 @@ class Context:
         on_ready: Callable[[], None],
         module: str = "corral.actors",
         supervisors: Callable[[str], SupervisorRef] | None = None,
+        spawn: Spawn | None = None,
     ) -> None:
         self._cell = cell
+        self._spawn = spawn  # its supervisor's: runs a task of this incarnation
+        self._pending: list[tuple[Callable[..., Awaitable[object]], tuple[object, ...]]] | None = (
+            None
+        )
         self._on_ready = on_ready
         self._module = module  # the actor's code: the logger's name
         self._supervisors = supervisors  # the tree's: a running supervisor by path
@@ -534,6 +613,51 @@ class Context:
         if not self.ready:
             self.ready = True
             self._on_ready()
+            pending, self._pending = self._pending, None
+            for fn, args in pending or ():
+                self.start_soon(fn, *args)
+
+    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` in a task of this incarnation: it is cancelled when the
+        incarnation ends, and an exception from it crashes the actor as a handler's would
+        (counted in its supervisor's restart intensity). Started from ``on_start``, it runs
+        once the actor has started. With ``defer``, one actor serves many slow calls at once
+        while its own state still changes one message at a time."""
+        if not self.ready:
+            if self._pending is None:
+                self._pending = []
+            self._pending.append((fn, args))
+            return
+        spawn = self._spawn
+        if spawn is None:
+            msg = f"actor {self.path} runs outside a tree: it cannot start tasks"
+            raise RuntimeError(msg)
+        spawn(self._cell, fn, args)
+
+    def defer(self) -> Reply:
+        """Answer the call being handled later: returns a one-shot ``Reply`` to complete from
+        any task of this incarnation (``reply.send(value)``, ``reply.fail(exc)``), as OTP's
+        ``{noreply, State}`` and ``gen_server:reply/2``. The handler's return value is then
+        not the answer. A reply never completed fails the caller when the incarnation ends.
+        """
+        cell = self._cell
+        current = cell.current
+        if type(current) is not Call:
+            msg = (
+                f"actor {self.path}: defer() answers a call, and the message being handled"
+                " is not one"
+            )
+            raise RuntimeError(msg)  # a misuse of the API
+        if current.deferred:
+            msg = f"actor {self.path}: this call is deferred already"
+            raise RuntimeError(msg)
+        current.deferred = True
+        reply = Reply(current, cell)
+        replies = cell.replies
+        if replies is None:
+            replies = cell.replies = set()
+        replies.add(reply)
+        return reply
 
     async def receive(self, timeout: float | None = None) -> object:  # noqa: ASYNC109  # as queue.get
         """The next message, waiting for one (at most *timeout* seconds: then ``TimeoutError``).
@@ -583,7 +707,7 @@ class Context:
             cell.timings.handling.observe(time.perf_counter() - cell.since)
             cell.since = 0.0
         cell.handled += 1
-        if isinstance(current, Call) and not current.done:
+        if isinstance(current, Call) and not current.done and not current.deferred:
             current.fail(NoReplyError(f"actor {cell.path} did not reply", path=cell.path))
 
     def __aiter__(self) -> Context:
@@ -628,7 +752,9 @@ async def run_actor(
             if sampled:
                 started = time.perf_counter()
             if type(item) is Call:
-                item.resolve(await handle(item.payload))
+                result = await handle(item.payload)
+                if not item.deferred:
+                    item.resolve(result)
             else:
                 await handle(item)
             if sampled:

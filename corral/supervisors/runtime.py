@@ -15,6 +15,7 @@ to stop through its inbox and stops its own children in reverse order first.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import math
@@ -75,7 +76,7 @@ from corral.supervisors.spec import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from anyio import TaskHandle
 
@@ -280,6 +281,7 @@ class Supervisor:
         "_services",
         "_shield",
         "_slot_waiters",
+        "_spawn_task",
         "_starting",
         "_stop_requested",
         "_tg",
@@ -314,6 +316,7 @@ class Supervisor:
         self._waiting_on: str | None = None  # the child whose start or stop it awaits now
         # start_child requests waiting for a free slot (max_children), first come first served
         self._slot_waiters: deque[_Op | Call] = deque()
+        self._spawn_task = self._start_actor_task  # one bound method for all its actors
         self._stop_requested = False
         self._done = False  # the loop has ended: requests get an error, not an answer
         self.inbox = Mailbox(2**62, Overflow.REJECT, services.new_waiter)
@@ -604,6 +607,43 @@ class Supervisor:
                 pass
         return None
 
+    def _start_actor_task(
+        self, cell: ActorCell, fn: Callable[..., Awaitable[object]], args: tuple[object, ...]
+    ) -> None:
+        """``ctx.start_soon``: a task of the actor's running incarnation (see Context)."""
+        slot = self.slots.get(cell.path.rsplit("/", 1)[1])
+        tg = self._tg
+        if slot is None or slot.cell is not cell or not slot.alive or tg is None:
+            msg = f"actor {cell.path} is not running: it cannot start tasks"
+            raise ActorNotRunningError(msg, path=cell.path)
+        scope = anyio.CancelScope()  # made now: an end before the task runs cancels it too
+        tasks = cell.tasks
+        if tasks is None:
+            tasks = cell.tasks = set()
+        tasks.add(scope)
+        tg.start_soon(self._run_actor_task, slot, slot.incarnation, scope, fn, args)
+
+    async def _run_actor_task(
+        self,
+        slot: _Slot,
+        incarnation: int,
+        scope: anyio.CancelScope,
+        fn: Callable[..., Awaitable[object]],
+        args: tuple[object, ...],
+    ) -> None:
+        current_path.set(slot.path)  # its records are the actor's
+        try:
+            with scope:
+                await fn(*args)
+        except Exception as exc:  # the actor crashes with it, as with a handler's
+            if slot.incarnation == incarnation and not slot.stopping:
+                with contextlib.suppress(ActorNotRunningError):  # it ended meanwhile
+                    self._kill(slot.spec.id, exc)
+        finally:
+            tasks = slot.cell.tasks if slot.cell is not None else None
+            if tasks is not None:
+                tasks.discard(scope)
+
     def _gave_up(self, decision: GiveUp) -> SupervisorGaveUpError:
         """What this supervisor's exit says to its parent (its exit's exception) and to the
         tree's owner: the limit, and the child whose exit exceeded it (its exception as the
@@ -810,7 +850,9 @@ class Supervisor:
                 incarnation = slot.incarnation
                 module = (type(target) if isinstance(target, Actor) else target).__module__
                 on_ready = _noop if ready is None else ready.wake_with_none
-                ctx = Context(cell, on_ready, module, self._services.find_supervisor)
+                ctx = Context(
+                    cell, on_ready, module, self._services.find_supervisor, self._spawn_task
+                )
                 ctx.ready = ready is None
                 error: Exception | None = None
                 running = True

@@ -25,13 +25,14 @@ def test_readme_examples_run(backend: str, capsys: pytest.CaptureFixture[str]) -
     """The actor, driving-from-inside and tree examples define, start, message and stop real
     trees."""
     blocks = python_blocks()
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     namespace: dict[str, object] = {}
     exec(blocks[0], namespace)  # noqa: S102  # the README's own code, on purpose
     for program in blocks[1:]:
         program = program.replace("anyio.run(main)", f"anyio.run(main, backend={backend!r})")
         exec(program, namespace)  # noqa: S102
     out = capsys.readouterr().out
+    assert "fetched: 3" in out  # the cache's deferred replies, one task each
     assert "doubled: [0, 2, 4]" in out  # the dispatcher's jobs, one child each
     assert "> hello" in out  # the logger actor printed the call it answered
     assert "SupervisorStatistics(path='/'" in out
