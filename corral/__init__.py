@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from corral.actors.actor import DEFAULT_CALL_TIMEOUT, Actor, ActorRef, Context, Ignore, Reply
 from corral.actors.deadletter import DeadLetter
+from corral.actors.monitors import Down, Monitor
 from corral.actors.timers import Timer
 from corral.errors import (
     ActorCrashedError,
@@ -97,6 +98,7 @@ __all__ = (
     "CorralError",
     "Counts",
     "DeadLetter",
+    "Down",
     "DynamicSupervisorSpec",
     "Event",
     "EventBus",
@@ -106,6 +108,7 @@ __all__ = (
     "MailboxSpec",
     "MaxChildrenError",
     "MessageDeadLettered",
+    "Monitor",
     "NoReplyError",
     "NotFoundError",
     "Overflow",

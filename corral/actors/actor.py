@@ -20,6 +20,7 @@ import anyio.lowlevel
 
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.mailbox import DROPPED, EMPTY, QUEUED, YIELD, Mailbox, MailboxFull
+from corral.actors.monitors import Down, Monitor
 from corral.actors.timers import Tick, check_delay
 from corral.actors.timing import SAMPLE_MASK
 from corral.errors import (
@@ -180,14 +181,17 @@ class ActorCell:
         "handled",
         "letters",
         "mailbox",
+        "monitors",
         "path",
         "registry",
         "replies",
+        "running",
         "since",
         "stop_requested",
         "tasks",
         "timers",
         "timings",
+        "watching",
         "wheel",
     )
 
@@ -220,6 +224,9 @@ class ActorCell:
         self.timers: set[Timer] | None = None  # armed by the running incarnation
         self.replies: set[Reply] | None = None  # its deferred replies not answered yet
         self.tasks: set[anyio.CancelScope] | None = None  # its start_soon tasks' scopes
+        self.running = False  # an incarnation runs (or waits, dormant, for its first message)
+        self.monitors: list[Monitor] | None = None  # watching its running incarnation
+        self.watching: set[Monitor] | None = None  # the running incarnation's own monitors
 
     @property
     def ref(self) -> ActorRef:
@@ -270,6 +277,19 @@ class ActorCell:
         if timers:
             for timer in list(timers):
                 timer.cancel()
+        watching = self.watching
+        if watching:
+            for monitor in list(watching):
+                monitor.cancel()
+        self.running = False
+        monitors = self.monitors
+        if monitors:
+            self.monitors = None
+            stopped_now = stopped or self.stop_requested
+            kind = "error" if exception is not None else "stopped" if stopped_now else "normal"
+            down = Down(self.path, kind, exception)
+            for monitor in monitors:
+                monitor.fire(down)
         tasks = self.tasks
         if tasks:
             for scope in tasks:
@@ -584,6 +604,29 @@ class Context:
         if path is None:
             path = self.path.rsplit("/", 1)[0] or "/"
         return supervisors(path)
+
+    def monitor(self, path: str) -> Monitor:
+        """Be told when the running incarnation of the actor at *path* ends: this actor gets
+        one ``corral.Down(path, kind, reason)`` message (see ``corral.actors.monitors``), or
+        at once ``Down(path, "noproc")`` if it is not running. ``cancel()`` (OTP's
+        ``demonitor``) removes it; it ends with this actor's incarnation too."""
+        watcher = self._cell
+        try:
+            target: ActorCell | None = watcher.registry.lookup(path)._cell
+        except UnknownPathError:
+            target = None
+        monitor = Monitor(watcher, path, target)
+        watching = watcher.watching
+        if watching is None:
+            watching = watcher.watching = set()
+        watching.add(monitor)
+        if target is None or not target.running:
+            monitor.fire(Down(path, "noproc"))
+            return monitor
+        if target.monitors is None:
+            target.monitors = []
+        target.monitors.append(monitor)
+        return monitor
 
     def send_after(self, delay: float, message: object) -> Timer:
         """Cast *message* to this actor in *delay* seconds, once. The timer belongs to this

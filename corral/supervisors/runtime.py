@@ -764,6 +764,7 @@ class Supervisor:
                     ready = Call(None, self._new_waiter)
                     slot.quiet = False
                 assert slot.cell is not None
+                slot.cell.running = True  # an incarnation begins (if dormant: when woken)
                 slot.cell.stop_requested = False
                 slot.cell.cleanup_deadline = self.stop_deadline
                 slot.cell.mailbox.reset_receiver()
@@ -947,12 +948,15 @@ class Supervisor:
         slot.alive = True
         return slot.run_id
 
-    def _undormant(self, slot: _Slot) -> None:
-        """A dormant actor is stopped: it never ran, so there is nothing else to do."""
+    def _undormant(self, slot: _Slot, error: Exception | None = None) -> None:
+        """A dormant actor is stopped (or crashed with *error*): it never ran, so its
+        incarnation ends here (its monitors are told)."""
         if slot.dormant is not None:
             slot.dormant = None
-            assert slot.cell is not None
-            slot.cell.mailbox.on_arrival = None
+            cell = slot.cell
+            assert cell is not None
+            cell.mailbox.on_arrival = None
+            cell.end_incarnation(error, stopped=error is None)
 
     def _release(self, slot: _Slot) -> None:
         """Let a parked runner end: the slot has no task any more."""
@@ -1252,7 +1256,7 @@ class Supervisor:
             msg = f"{slot.path} has just exited; its supervisor is handling that"
             raise ActorNotRunningError(msg, path=slot.path)
         if slot.dormant is not None:  # it never ran: it crashes before its first message
-            self._undormant(slot)
+            self._undormant(slot, error)
             self.inbox.put_nowait(_Exited(child_id, slot.incarnation, ExitKind.ERROR, error))
             return slot.path
         self._killed[slot] = error
