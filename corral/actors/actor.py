@@ -145,6 +145,11 @@ class Call:
             self._error = error
             self._waiter.wake()
 
+    def abandon(self) -> None:
+        """Its caller gave up (timed out, or was cancelled): if the call is still queued, it
+        is not handled but kept as a dead letter (``expired``) when it comes up."""
+        self.done = True
+
     def _outcome(self) -> object:
         if self._error is not None:
             raise self._error
@@ -434,7 +439,8 @@ class ActorRef:
         """Send *message* and wait for the reply, for at most *timeout* seconds in all.
 
         Raises:
-            CallTimeoutError: no reply in time (the message may still be handled later).
+            CallTimeoutError: no reply in time (if the message is still queued then, it is
+                not handled: it becomes a dead letter, `expired`).
             ActorNotRunningError: the actor is stopped, or stopped before replying.
             ActorCrashedError: the actor crashed handling this message (cause chained).
             MailboxFullError: the mailbox is full and rejects or drops.
@@ -462,7 +468,11 @@ class ActorRef:
             raise self._full(cell) from None
         if not queued:
             raise self._full(cell)
-        replied, reply = await request.wait_for(remaining)
+        try:
+            replied, reply = await request.wait_for(remaining)
+        finally:  # cancelled too: nobody waits for the answer any more
+            if not request.done:
+                request.abandon()
         if not replied:
             raise self._timeout(cell, timeout)
         if timings is not None:  # answered calls only: a timeout is its own error
@@ -721,10 +731,13 @@ class Context:
             else:
                 with anyio.fail_after(check_delay("timeout", timeout)):
                     item = await mailbox.get()
-            if type(item) is not Tick:
-                break
-            if item.timer.taken():
-                item = item.timer.message
+            if type(item) is Tick:
+                if item.timer.taken():
+                    item = item.timer.message
+                    break
+            elif type(item) is Call and item.done:  # its caller gave up before it came up
+                cell.dead_letter(item, "expired", None)
+            else:
                 break
         cell.current = item
         if cell.timings is not None and not cell.handled & SAMPLE_MASK:
@@ -786,18 +799,26 @@ async def run_actor(
                         return  # stopped while idle: nothing to cut short, no exception
                     continue
                 item = await mailbox.get()  # a fairness yield is due
-            if type(item) is Tick:
-                if not item.timer.taken():
+            # One look at what it is (a cast, a call or a timer's tick): the loop's hot path.
+            kind = type(item)
+            if kind is Call:
+                call: Call = item  # type: ignore[assignment]  # its type was just read
+                if call.done:  # its caller gave up before it came up
+                    cell.dead_letter(call, "expired", None)
+                    continue
+            elif kind is Tick:
+                tick: Tick = item  # type: ignore[assignment]  # its type was just read
+                if not tick.timer.taken():
                     continue  # its timer was cancelled since: skipped
-                item = item.timer.message
+                item = tick.timer.message
             cell.current = item
             sampled = timings is not None and not cell.handled & SAMPLE_MASK
             if sampled:
                 started = time.perf_counter()
-            if type(item) is Call:
-                result = await handle(item.payload)
-                if not item.deferred:
-                    item.resolve(result)
+            if kind is Call:
+                result = await handle(call.payload)
+                if not call.deferred:
+                    call.resolve(result)
             else:
                 await handle(item)
             if sampled:
