@@ -23,6 +23,7 @@ from corral.actors.timers import Timer
 from corral.errors import (
     ActorCrashedError,
     ActorNotRunningError,
+    ActorRestartingError,
     AlreadyPresentError,
     AlreadyStartedError,
     CallTimeoutError,
@@ -80,6 +81,7 @@ __all__ = (
     "ActorCrashedError",
     "ActorNotRunningError",
     "ActorRef",
+    "ActorRestartingError",
     "AlreadyPresentError",
     "AlreadyStartedError",
     "AutoShutdown",

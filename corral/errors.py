@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = (
     "ActorCrashedError",
     "ActorNotRunningError",
+    "ActorRestartingError",
     "AlreadyPresentError",
     "AlreadyStartedError",
     "CallTimeoutError",
@@ -125,6 +126,15 @@ class ActorError(CorralError):
 
 class ActorNotRunningError(ActorError):
     """The actor is stopped (or was removed), so nothing would handle the message."""
+
+
+class ActorRestartingError(ActorNotRunningError):
+    """The actor waits in backoff to restart, and the sender asked to fail fast
+    (``fail_fast=True``) rather than wait: ``retry_in`` is the time to its next attempt."""
+
+    def __init__(self, msg: str, *, path: str, retry_in: float) -> None:
+        super().__init__(msg, path=path)
+        self.retry_in = retry_in
 
 
 class MailboxFullError(ActorError):

@@ -26,6 +26,7 @@ from corral.actors.timing import SAMPLE_MASK
 from corral.errors import (
     ActorCrashedError,
     ActorNotRunningError,
+    ActorRestartingError,
     CallTimeoutError,
     MailboxFullError,
     NoReplyError,
@@ -190,6 +191,7 @@ class ActorCell:
         "path",
         "registry",
         "replies",
+        "restart_at",
         "running",
         "since",
         "stop_requested",
@@ -230,6 +232,7 @@ class ActorCell:
         self.replies: set[Reply] | None = None  # its deferred replies not answered yet
         self.tasks: set[anyio.CancelScope] | None = None  # its start_soon tasks' scopes
         self.running = False  # an incarnation runs (or waits, dormant, for its first message)
+        self.restart_at: float | None = None  # in backoff: when its restart is attempted
         self.monitors: list[Monitor] | None = None  # watching its running incarnation
         self.watching: set[Monitor] | None = None  # the running incarnation's own monitors
 
@@ -377,6 +380,14 @@ class ActorRef:
             raise self._not_running(cell)
         return cell
 
+    def _restarting(self, cell: ActorCell) -> None:
+        """For a sender that fails fast: raise if the actor waits in backoff."""
+        at = cell.restart_at
+        if at is not None:
+            retry_in = max(0.0, at - anyio.current_time())
+            msg = f"actor {cell.path} is waiting to restart (its next attempt in {retry_in:.3f} s)"
+            raise ActorRestartingError(msg, path=cell.path, retry_in=retry_in)
+
     def _not_running(self, cell: ActorCell) -> ActorNotRunningError:
         msg = f"actor {cell.path} is not running"
         return ActorNotRunningError(msg, path=cell.path)
@@ -388,20 +399,26 @@ class ActorRef:
         )
         return MailboxFullError(msg, path=cell.path)
 
-    def cast(self, message: object) -> Awaitable[None]:
+    def cast(self, message: object, *, fail_fast: bool = False) -> Awaitable[None]:
         """Queue *message*; ``await`` the result, which waits only for room in a full mailbox
         that blocks (and, every ``SEND_FAIR_EVERY`` sends, for one scheduler pass).
 
         The message is queued by the call itself when there is room, so the common case
         costs no coroutine.
 
+        With *fail_fast*, an actor waiting in backoff raises ``ActorRestartingError`` at once
+        instead of queueing the message for its next incarnation.
+
         Raises:
             ActorNotRunningError: the actor is stopped for good (not merely restarting).
+            ActorRestartingError: *fail_fast*, and the actor waits in backoff.
             MailboxFullError: the mailbox is full and rejects.
         """
         cell = self._cell
         if not cell.accepting:
             raise self._not_running(cell)
+        if fail_fast:
+            self._restarting(cell)
         mailbox = cell.mailbox
         outcome = mailbox.offer(message)
         if outcome is QUEUED:
@@ -420,9 +437,11 @@ class ActorRef:
         self._check()  # stopped for good while this sender waited: the message is not taken
         cell.mailbox.put_nowait(message)
 
-    def cast_nowait(self, message: object) -> None:
+    def cast_nowait(self, message: object, *, fail_fast: bool = False) -> None:
         """Like ``cast`` without waiting: a full blocking mailbox raises ``MailboxFullError``."""
         cell = self._check()
+        if fail_fast:
+            self._restarting(cell)
         try:
             queued = cell.mailbox.put_nowait(message)
         except MailboxFull:
@@ -435,6 +454,7 @@ class ActorRef:
         message: object,
         *,
         timeout: float = DEFAULT_CALL_TIMEOUT,  # noqa: ASYNC109  # a call's contract (gen_server:call)
+        fail_fast: bool = False,
     ) -> object:
         """Send *message* and wait for the reply, for at most *timeout* seconds in all.
 
@@ -443,9 +463,13 @@ class ActorRef:
                 not handled: it becomes a dead letter, `expired`).
             ActorNotRunningError: the actor is stopped, or stopped before replying.
             ActorCrashedError: the actor crashed handling this message (cause chained).
+            ActorRestartingError: *fail_fast*, and the actor waits in backoff (rather than
+                waiting for its next incarnation to answer).
             MailboxFullError: the mailbox is full and rejects or drops.
         """
         cell = self._check()
+        if fail_fast:
+            self._restarting(cell)
         timings = cell.timings
         sent = time.perf_counter() if timings is not None else 0.0
         mailbox = cell.mailbox

@@ -577,7 +577,10 @@ class Supervisor:
                     path = self.slots[decision.child_id].path
                     bus.publish(RestartScheduled(path, self.path, 0.0, now))
                 await self._restart(decision)
-            case Delay(child_id=child_id, delay=delay):
+            case Delay(child_id=child_id, delay=delay, due=restart_at):
+                cell = self.slots[child_id].cell
+                if cell is not None:
+                    cell.restart_at = restart_at  # what a fail-fast sender is told
                 if bus.active:
                     bus.publish(RestartScheduled(self.slots[child_id].path, self.path, delay, now))
             case Forget(child_id=child_id, removed=removed, shutdown=shutdown):
@@ -728,6 +731,8 @@ class Supervisor:
         and fail waiting calls; queued casts are kept for a restart."""
         slot = self.slots[child_id]
         self._release(slot)
+        if slot.cell is not None:
+            slot.cell.restart_at = None  # not waiting to restart: stopped
         self._services.close_cells(slot.path, reason)
 
     async def _start(self, child_id: str, *, restarting: bool = False) -> bool:
@@ -765,6 +770,7 @@ class Supervisor:
                     slot.quiet = False
                 assert slot.cell is not None
                 slot.cell.running = True  # an incarnation begins (if dormant: when woken)
+                slot.cell.restart_at = None
                 slot.cell.stop_requested = False
                 slot.cell.cleanup_deadline = self.stop_deadline
                 slot.cell.mailbox.reset_receiver()

@@ -7,7 +7,7 @@ import anyio
 import pytest
 
 import corral
-from tests.integration.support import HANG_GUARD
+from tests.integration.support import HANG_GUARD, EventLog
 
 pytestmark = pytest.mark.anyio
 
@@ -69,3 +69,47 @@ async def test_calls_whose_callers_gave_up_are_dead_letters_not_handled(kind: st
     assert handled == ["hold", "patient"]
     assert answers == ["patient"]
     assert letters == [("timed out", "expired"), ("cancelled", "expired")]
+
+
+class Flaky(corral.Actor):
+    """Crashes on "crash"; echoes the rest."""
+
+    async def on_start(self) -> None:  # not dormant
+        pass
+
+    async def handle(self, message: object) -> object:
+        if message == "crash":
+            raise RuntimeError(message)
+        return message
+
+
+async def test_a_sender_may_fail_fast_while_the_actor_waits_in_backoff() -> None:
+    """With fail_fast=True, a call or a cast to an actor in backoff raises
+    ActorRestartingError with the time to its next attempt; without it, the message waits
+    for the next incarnation and is handled."""
+    backoff = corral.Backoff(initial=HANG_GUARD / 4, jitter=0.0)
+    spec = corral.SupervisorSpec([corral.ChildSpec("f", Flaky, backoff=backoff)], intensity=5)
+    events = EventLog()
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec) as tree:
+            tree.events.subscribe(events)
+            ref = tree.lookup("/f")
+            assert await ref.call("up", fail_fast=True) == "up"  # running: as usual
+            ref.cast_nowait("crash")
+            await events.wait_for(corral.RestartScheduled, "/f")
+            for send in (
+                lambda: ref.call("now?", fail_fast=True),
+                lambda: ref.cast("now?", fail_fast=True),
+            ):
+                with pytest.raises(corral.ActorRestartingError) as refused:
+                    await send()
+                assert 0 < refused.value.retry_in <= HANG_GUARD / 4
+                assert str(refused.value).startswith(
+                    "actor /f is waiting to restart (its next attempt in "
+                )
+            with pytest.raises(corral.ActorRestartingError):
+                ref.cast_nowait("now?", fail_fast=True)
+            assert isinstance(refused.value, corral.ActorNotRunningError)  # a kind of it
+            await tree.supervisor().terminate_child("f")
+            await tree.supervisor().restart_child("f")  # started by hand: no backoff now
+            assert await ref.call("back", fail_fast=True) == "back"
