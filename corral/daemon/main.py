@@ -941,8 +941,6 @@ class Daemon:
             if self.problem is not None:
                 return await self._configure(new, dry_run=dry_run)
             tree = await self.serving()  # a reload during the boot waits for it
-            plans = plan_tree(self._running_spec(self.spec), new.spec)
-            changes = [line for plan in plans for line in plan.describe()]
             notes = []
             changed = [  # python-path is not among them: it was added as the file was read
                 name.replace("_", "-")
@@ -960,11 +958,12 @@ class Daemon:
                 " the new code"
                 for file in new.stale
             )
-            result = protocol.ReloadResult(
-                source=new.source, dry_run=dry_run, changes=changes, notes=notes, failures=[]
-            )
-            if dry_run:
-                return result
+            if dry_run:  # the plan alone; a real reload has Tree.reconfigure make and apply it
+                plans = plan_tree(self._running_spec(self.spec), new.spec)
+                changes = [line for plan in plans for line in plan.describe()]
+                return protocol.ReloadResult(
+                    source=new.source, dry_run=True, changes=changes, notes=notes, failures=[]
+                )
             self.notifier.reloading()
             try:
                 async with self._applying:
