@@ -315,7 +315,7 @@ class Supervisor:
         self._starting: Call | None = None  # the readiness awaited right now, if any
         self._waiting_on: str | None = None  # the child whose start or stop it awaits now
         # start_child requests waiting for a free slot (max_children), first come first served
-        self._slot_waiters: deque[_Op | Call] = deque()
+        self._slot_waiters: deque[Call] = deque()
         self._spawn_task = self._start_actor_task  # one bound method for all its actors
         self._stop_requested = False
         self._done = False  # the loop has ended: requests get an error, not an answer
@@ -443,7 +443,6 @@ class Supervisor:
         waiters = self._slot_waiters
         while waiters:
             call = waiters.popleft()
-            assert isinstance(call, Call)
             assert isinstance(call.payload, _Op)
             call.fail(self._stopping_error(call.payload))
 
@@ -1114,7 +1113,7 @@ class Supervisor:
 
     def _would_deadlock(self, op: _Op, caller: str, waiting_on: str) -> UnsupportedError:
         """The caller is (below) the child this supervisor waits for: it would never answer."""
-        doing = "stop (its on_stop)" if self.slots_stopping(waiting_on) else "start (its on_start)"
+        doing = "stop (its on_stop)" if self._is_stopping(waiting_on) else "start (its on_start)"
         msg = (
             f"{caller} cannot wait for supervisor {self.path!r} to {op.name.replace('_', ' ')}:"
             f" the supervisor is waiting for {waiting_on} to {doing}, so it would never"
@@ -1122,7 +1121,7 @@ class Supervisor:
         )
         return UnsupportedError(msg, supervisor=self.path, child_id=op.child_id)
 
-    def slots_stopping(self, path: str) -> bool:
+    def _is_stopping(self, path: str) -> bool:
         child_id = path.rsplit("/", 1)[1]
         slot = self.slots.get(child_id)
         return slot is not None and bool(slot.stopping)
@@ -1424,7 +1423,6 @@ class Supervisor:
         waiters = self._slot_waiters
         while waiters and not self._full(queued=True):
             call = waiters.popleft()
-            assert isinstance(call, Call)
             op = call.payload
             assert isinstance(op, _Op)
             assert op.spec is not None

@@ -9,6 +9,7 @@ import pytest
 
 import corral
 from corral.supervisors.reconfigure import plan_tree
+from tests.e2e.actors import Dependent
 from tests.integration.support import HANG_GUARD, Boom, EventLog, Gated, open_until_cancelled
 
 if TYPE_CHECKING:
@@ -714,26 +715,13 @@ async def test_reconfigure_follows_one_file_order_across_levels() -> None:
             )
 
 
-class LooksUp(corral.Actor):
-    """Looks up the actor at *dep* as it starts (UnknownPathError when there is none)."""
-
-    def __init__(self, dep: str) -> None:
-        self.dep = dep
-
-    async def on_start(self) -> None:
-        self.ctx.lookup(self.dep)
-
-    async def handle(self, message: object) -> object:
-        return message
-
-
 async def test_reconfigure_starts_a_dependent_after_what_it_needs_at_any_depth() -> None:
     """A child restarted to use an actor added deeper in an earlier sibling starts after it;
     a child that still fails to start is reported with what did take effect."""
 
     def spec(dep: str, *extra: str) -> corral.SupervisorSpec:
         ws = group("ws", *(corral.ChildSpec(i, Plain) for i in ("a", *extra)))
-        user = corral.ChildSpec("user", LooksUp, args={"dep": dep})
+        user = corral.ChildSpec("user", Dependent, args={"dep": dep})
         return corral.SupervisorSpec([group("p", ws, user, strategy=REST_FOR_ONE)])
 
     old = spec("/p/ws/a")
