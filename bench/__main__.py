@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import gc
 import json
+import math
 import os
 import platform
 import shutil
@@ -28,7 +30,8 @@ import anyio
 import attrs
 import trio
 
-from bench import control, message, population, restart, scrape
+import corral
+from bench import control, group, message, population, restart, scrape
 from bench.report import (
     BYTES,
     MEBIBYTES,
@@ -56,6 +59,8 @@ BENCHMARKS: Final = (
     "cast",
     "call",
     "memory",
+    "group-restart",
+    "awake-start",
     "lifecycle",
     "control",
     "scrape",
@@ -71,7 +76,9 @@ class Sizes:
     crashes: int  # restarts measured (after a warm-up of a tenth, at most 100)
     casts: int
     calls: int
-    actors: int  # for memory and for start/stop
+    actors: int  # for memory, for start/stop and for the awake start
+    members: int  # of the group that restarts
+    group_restarts: int  # group restarts measured per round (the median counts)
     rounds: int  # restart and throughput alternate raw and corral this often; the best counts
     daemon_actors: int  # in the daemon for the control-socket benchmark
     statuses: int
@@ -85,6 +92,8 @@ FULL: Final = Sizes(
     casts=1_000_000,
     calls=100_000,
     actors=100_000,
+    members=1_000,
+    group_restarts=20,
     rounds=3,
     daemon_actors=10_000,
     statuses=100,
@@ -97,6 +106,8 @@ QUICK: Final = Sizes(
     casts=50_000,
     calls=5_000,
     actors=5_000,
+    members=200,
+    group_restarts=5,
     rounds=1,
     daemon_actors=1_000,
     statuses=10,
@@ -276,6 +287,51 @@ def bench_memory(backend: str, sizes: Sizes) -> list[Row]:
     ]
 
 
+def bench_group_restart(backend: str, sizes: Sizes) -> list[Row]:
+    n, restarts = sizes.members, sizes.group_restarts
+    rows = []
+    variants = [
+        (strategy, on_start)
+        for on_start in (False, True)
+        for strategy in (corral.Strategy.ONE_FOR_ALL, corral.Strategy.REST_FOR_ONE)
+    ]
+    for strategy, on_start in variants:
+        raw = ours = math.inf
+        for _ in range(sizes.rounds):  # the lowest median of each
+            by_hand = (
+                functools.partial(group.raw_asyncio_group, restarts=restarts),
+                functools.partial(group.raw_trio_group, restarts=restarts),
+            )
+            raw = min(raw, _raw(backend, *by_hand, n))
+            ours_fn = functools.partial(
+                group.corral_group_restart, restarts=restarts, strategy=strategy, on_start=on_start
+            )
+            ours = min(ours, _corral(backend, ours_fn, n))
+        rows.append(
+            Row(
+                f"{strategy.value} restart of {n:,} children"
+                f"{' with on_start' if on_start else ''}, median of {restarts}",
+                backend,
+                ours,
+                raw,
+                MILLISECONDS,
+                Target(Bound.RATIO_AT_MOST, 1.5),
+            )
+        )
+    return rows
+
+
+def bench_awake_start(backend: str, sizes: Sizes) -> list[Row]:
+    n = sizes.actors
+    raw = _raw(backend, group.raw_asyncio_spawn, group.raw_trio_spawn, n)
+    target = Target(Bound.RATIO_AT_MOST, 1.5, also=Target(Bound.BELOW, 5.0))
+    rows = []
+    for woken, how in ((False, "with on_start"), (True, "woken by a message")):
+        ours = _corral(backend, functools.partial(group.corral_awake_start, woken=woken), n)
+        rows.append(Row(f"start {n:,} awake actors ({how})", backend, ours, raw, SECONDS, target))
+    return rows
+
+
 def bench_lifecycle(backend: str, sizes: Sizes) -> list[Row]:
     raw = _raw(backend, population.raw_asyncio_timings, population.raw_trio_timings, sizes.actors)
     ours = _corral(backend, population.corral_timings, sizes.actors)
@@ -350,6 +406,8 @@ RUNNERS: Final[dict[str, Callable[[str, Sizes], list[Row]]]] = {
     "cast": bench_cast,
     "call": bench_call,
     "memory": bench_memory,
+    "group-restart": bench_group_restart,
+    "awake-start": bench_awake_start,
     "lifecycle": bench_lifecycle,
     "control": bench_control,
     "scrape": bench_scrape,

@@ -77,6 +77,7 @@ class Target:
 
     bound: Bound
     limit: float
+    also: Target | None = None  # a second bound, met as well (a ratio and a time)
 
     @property
     def on_ratio(self) -> bool:
@@ -84,12 +85,15 @@ class Target:
 
     def met(self, corral: float, raw: float) -> bool:
         value = corral / raw if self.on_ratio else corral
-        return bool(_CHECKS[self.bound](value, self.limit))
+        met = bool(_CHECKS[self.bound](value, self.limit))
+        return met and (self.also is None or self.also.met(corral, raw))
 
     def describe(self, unit: Unit) -> str:
         if self.on_ratio:
-            return f"{self.bound.value} {self.limit:g}x"
-        return f"{self.bound.value} {unit.show(self.limit)}"
+            text = f"{self.bound.value} {self.limit:g}x"
+        else:
+            text = f"{self.bound.value} {unit.show(self.limit)}"
+        return text if self.also is None else f"{text} and {self.also.describe(unit)}"
 
 
 @attrs.frozen

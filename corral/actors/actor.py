@@ -572,8 +572,8 @@ class Context:
         "_cell",
         "_logger",
         "_module",
-        "_on_ready",
         "_pending",
+        "_ready",
         "_spawn",
         "_supervisors",
         "ready",
@@ -582,7 +582,7 @@ class Context:
     def __init__(
         self,
         cell: ActorCell,
-        on_ready: Callable[[], None],
+        ready: Call | None,
         module: str = "corral.actors",
         supervisors: Callable[[str], SupervisorRef] | None = None,
         spawn: Spawn | None = None,
@@ -592,11 +592,11 @@ class Context:
         self._pending: list[tuple[Callable[..., Awaitable[object]], tuple[object, ...]]] | None = (
             None
         )
-        self._on_ready = on_ready
+        self._ready = ready  # the supervisor awaits it (None: ready once running)
         self._module = module  # the actor's code: the logger's name
         self._supervisors = supervisors  # the tree's: a running supervisor by path
         self._logger: ActorLogger | None = None
-        self.ready = False
+        self.ready = ready is None
 
     @property
     def logger(self) -> ActorLogger:
@@ -689,10 +689,18 @@ class Context:
         """
         if not self.ready:
             self.ready = True
-            self._on_ready()
+            ready, self._ready = self._ready, None  # not kept while the actor lives
+            if ready is not None:
+                ready.wake_with_none()
             pending, self._pending = self._pending, None
             for fn, args in pending or ():
                 self.start_soon(fn, *args)
+
+    def start_failed(self, error: Exception) -> None:
+        """It raised before signalling readiness: its supervisor's wait fails with *error*."""
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.fail(error)
 
     def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
         """Run ``fn(*args)`` in a task of this incarnation: it is cancelled when the

@@ -62,6 +62,7 @@ from corral.supervisors.events import (
     SupervisorGaveUp,
 )
 from corral.supervisors.reconfigure import declared_paths
+from corral.supervisors.runners import open_runners
 from corral.supervisors.spec import (
     BRUTAL,
     INFINITY,
@@ -76,12 +77,11 @@ from corral.supervisors.spec import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
-
-    from anyio import TaskHandle
+    from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 
     from corral.actors.waiter import Waiter
     from corral.supervisors.reconfigure import Reconfiguration
+    from corral.supervisors.runners import Runners
     from corral.supervisors.tree import TreeServices
 
 __all__ = (
@@ -223,7 +223,7 @@ class _Slot:
         self.spec = spec
         self.path = path
         self.cell = cell
-        self.task: TaskHandle[None] | None = None  # cancel() stops the runner
+        self.task: anyio.CancelScope | None = None  # the runner's: cancel() stops it
         self.sub: Supervisor | None = None
         self.incarnation = 0
         self.run_id = 0  # which runner task is the slot's; older ones leave it alone
@@ -235,10 +235,6 @@ class _Slot:
         self.quiet = False  # a class actor without on_stop: stopping it runs no user code
         self.dormant: Actor | None = None  # started, but its task waits for a first message
         self.last_exception: BaseException | None = None
-
-
-def _noop() -> None:
-    pass
 
 
 @final
@@ -278,6 +274,7 @@ class Supervisor:
         "_in_flight",
         "_killed",
         "_new_waiter",
+        "_runners",
         "_services",
         "_shield",
         "_slot_waiters",
@@ -311,6 +308,7 @@ class Supervisor:
         self._bus = services.bus
         self._new_waiter = services.new_waiter
         self._tg: anyio.abc.TaskGroup | None = None
+        self._runners: Runners | None = None
         self._shield: anyio.CancelScope | None = None
         self._starting: Call | None = None  # the readiness awaited right now, if any
         self._waiting_on: str | None = None  # the child whose start or stop it awaits now
@@ -377,8 +375,9 @@ class Supervisor:
                 watch.start_soon(self._stop_when_cancelled)
                 with anyio.CancelScope(shield=True, deadline=self.stop_deadline) as shield:
                     self._shield = shield
-                    async with anyio.create_task_group() as tg:
+                    async with anyio.create_task_group() as tg, open_runners(tg) as runners:
                         self._tg = tg
+                        self._runners = runners
                         try:
                             try:
                                 await self._boot()
@@ -394,7 +393,8 @@ class Supervisor:
                             with anyio.CancelScope(shield=True) as stopping:
                                 stopping.deadline = self.stop_deadline
                                 await self._stop_all()
-                            tg.cancel_scope.cancel()  # anything abandoned goes now
+                            runners.cancel_all()  # anything abandoned goes now
+                            tg.cancel_scope.cancel()
                             self._fail_requests()
                             self._forget_added_children()
                             on_stopped()
@@ -421,6 +421,8 @@ class Supervisor:
         if self._shield is not None:
             self._shield.deadline = deadline
         for slot in self.slots.values():
+            if slot.task is not None:
+                slot.task.deadline = min(slot.task.deadline, deadline)
             if slot.cell is not None:
                 slot.cell.limit_cleanup(deadline)
             if slot.sub is not None:
@@ -668,8 +670,7 @@ class Supervisor:
         return error
 
     async def _restart(self, plan: Restart) -> None:
-        for child_id in plan.stop:
-            await self._stop_child(child_id)
+        await self._stop_in_order(plan.stop)
         for child_id in plan.removed:
             self._drop_slot(child_id)
         for n, child_id in enumerate(plan.start):
@@ -745,8 +746,6 @@ class Supervisor:
             raise _StopDuringStart  # the rest of a restart plan waits for no one now
         slot = self.slots[child_id]
         spec = slot.spec
-        tg = self._tg
-        assert tg is not None
         self.core.starting(child_id, restarting=restarting)  # * -> STARTING | RESTARTING
         slot.incarnation += 1
         slot.stopping = 0
@@ -756,7 +755,7 @@ class Supervisor:
             if isinstance(start, SupervisorSpec | DynamicSupervisorSpec):
                 ready = Call(None, self._new_waiter)
                 sub = slot.sub = Supervisor(start, slot.path, self._services, self.path)
-                slot.task = tg.start_soon(self._run_supervisor, slot, self._claim(slot), sub, ready)
+                self._spawn(slot, self._run_supervisor, sub, ready)
             else:
                 target: Actor | Callable[..., object] = start
                 if isinstance(start, type) and issubclass(start, Actor):
@@ -789,9 +788,7 @@ class Supervisor:
                     slot.dormant = target
                     slot.cell.mailbox.on_arrival = functools.partial(self._wake_dormant, slot)
                 else:
-                    slot.task = tg.start_soon(
-                        self._run_worker, slot, self._claim(slot), target, ready
-                    )
+                    self._spawn(slot, self._run_worker, target, ready)
             if ready is not None:
                 self._starting = ready
                 self._waiting_on = slot.path
@@ -841,61 +838,75 @@ class Supervisor:
         self,
         slot: _Slot,
         run_id: int,
+        scope: anyio.CancelScope,
         target: Actor | Callable[..., object],
         ready: Call | None,
     ) -> None:
+        """A worker's runner: its incarnations, one after another, while the slot is its.
+        It keeps few references while an actor idles (the readiness call goes to the
+        context, which drops it once answered): a large tree is mostly idle runners."""
         cell = slot.cell
         assert cell is not None
         spec = slot.spec
-        cleanup = _cleanup_timeout(spec)
         inbox = self.inbox
         running = False  # inside an incarnation, as opposed to parked between two
         current_path.set(slot.path)  # this task's: its log records say whose they are
-        try:
-            while True:
-                incarnation = slot.incarnation
-                module = (type(target) if isinstance(target, Actor) else target).__module__
-                on_ready = _noop if ready is None else ready.wake_with_none
-                ctx = Context(
-                    cell, on_ready, module, self._services.find_supervisor, self._spawn_task
-                )
-                ctx.ready = ready is None
-                error: Exception | None = None
-                running = True
-                try:
-                    if isinstance(target, Actor):
-                        await run_actor(target, cell, ctx, cleanup)
+        with scope:  # the supervisor's handle on this task: cancelled to stop it
+            try:
+                while True:
+                    incarnation = slot.incarnation
+                    module = (type(target) if isinstance(target, Actor) else target).__module__
+                    ctx = Context(
+                        cell, ready, module, self._services.find_supervisor, self._spawn_task
+                    )
+                    ready = None
+                    error: Exception | None = None
+                    running = True
+                    try:
+                        if isinstance(target, Actor):
+                            await run_actor(target, cell, ctx, _cleanup_timeout(spec))
+                        else:
+                            await target(ctx, **spec.args)  # type: ignore[misc]  # checked
+                    except Exception as exc:
+                        error = exc
+                    running = False
+                    cell.end_incarnation(error, stopped=False)
+                    if slot.stopping == incarnation:
+                        break  # a quiet stop: the idle actor returned when asked
+                    if ctx.ready or error is None:
+                        ctx.started()  # one that returned at once started and exited normally
+                        kind = ExitKind.NORMAL if error is None else ExitKind.ERROR
+                        inbox.put_nowait(_Exited(spec.id, incarnation, kind, error))
                     else:
-                        await target(ctx, **spec.args)  # type: ignore[misc]  # checked callable
-                except Exception as exc:
-                    error = exc
-                running = False
-                cell.end_incarnation(error, stopped=False)
-                if slot.stopping == incarnation:
-                    break  # a quiet stop: the idle actor returned when asked
-                if ctx.ready or error is None:
-                    ctx.started()  # one that returned at once started and exited normally
-                    kind = ExitKind.NORMAL if error is None else ExitKind.ERROR
-                    inbox.put_nowait(_Exited(spec.id, incarnation, kind, error))
-                else:
-                    assert ready is not None
-                    ready.fail(error)  # a start failure: the supervisor decides what next
-                parked = slot.parked = self._new_waiter()
-                await parked.wait()
-                go = slot.go
-                slot.go = None
-                if go is None:
-                    break
-                target, ready = go
-        finally:  # cancellation (a stop) passes through; the task handle's scope absorbs it
-            killed = self._killed.pop(slot, None) if slot.run_id == run_id else None
-            if running:
-                cell.end_incarnation(killed, stopped=killed is None)
-            if killed is not None and not slot.stopping:  # a stop after the kill wins
-                inbox.put_nowait(_Exited(spec.id, slot.incarnation, ExitKind.ERROR, killed))
-            self._finished(slot, run_id)
+                        assert error is not None
+                        ctx.start_failed(error)  # the supervisor decides what next
+                    parked = slot.parked = self._new_waiter()
+                    await parked.wait()
+                    go = slot.go
+                    slot.go = None
+                    if go is None:
+                        break
+                    target, ready = go
+            finally:  # cancellation (a stop) passes through; the scope absorbs it
+                killed = self._killed.pop(slot, None) if slot.run_id == run_id else None
+                if running:
+                    cell.end_incarnation(killed, stopped=killed is None)
+                if killed is not None and not slot.stopping:  # a stop after the kill wins
+                    inbox.put_nowait(_Exited(spec.id, slot.incarnation, ExitKind.ERROR, killed))
+                self._finished(slot, run_id)
 
     async def _run_supervisor(
+        self,
+        slot: _Slot,
+        run_id: int,
+        scope: anyio.CancelScope,
+        sub: Supervisor,
+        ready: Call | None,
+    ) -> None:
+        with scope:
+            await self._supervise_child(slot, run_id, sub, ready)
+
+    async def _supervise_child(
         self, slot: _Slot, run_id: int, sub: Supervisor, ready: Call | None
     ) -> None:
         assert ready is not None  # a supervisor child always signals readiness
@@ -940,18 +951,27 @@ class Supervisor:
     def _wake_dormant(self, slot: _Slot) -> None:
         """The first message reached a dormant actor: give it its task now."""
         target = slot.dormant
-        tg = self._tg
-        if target is None or tg is None:  # pragma: no cover  # cleared before it could fire
+        if target is None or self._runners is None:  # pragma: no cover  # cleared before
             return
         slot.dormant = None
-        slot.task = tg.start_soon(self._run_worker, slot, self._claim(slot), target, None)
+        self._spawn(slot, self._run_worker, target, None)
 
-    def _claim(self, slot: _Slot) -> int:
-        """A new runner task is the slot's from now on: its run id (older runners' exits
-        and endings no longer speak for the slot)."""
+    def _spawn(
+        self,
+        slot: _Slot,
+        runner: Callable[..., Coroutine[object, object, None]],
+        *args: object,
+    ) -> None:
+        """Spawn a runner task for *slot*; from now on it is the slot's (``run_id``: older
+        runners' exits and endings no longer speak for it), stopped through ``slot.task``."""
+        runners = self._runners
+        assert runners is not None
         slot.run_id += 1
         slot.alive = True
-        return slot.run_id
+        # Its deadline is the supervisor's: past it the runner is cancelled with the rest
+        # of the subtree (as the shielded scope around the supervisor and its task group).
+        scope = slot.task = anyio.CancelScope(deadline=self.stop_deadline)
+        runners.spawn(scope, runner, slot, slot.run_id, scope, *args)
 
     def _undormant(self, slot: _Slot, error: Exception | None = None) -> None:
         """A dormant actor is stopped (or crashed with *error*): it never ran, so its
@@ -1064,17 +1084,30 @@ class Supervisor:
         if self._bus.active:
             self._bus.publish(ChildStopped(slot.path, self.path, anyio.current_time()))
 
+    async def _stop_in_order(self, child_ids: Iterable[str]) -> None:
+        """Stop children one after another, in this order (a restart's siblings, or all of
+        them at the end). A run of consecutive children whose stop runs no user code (idle
+        class actors without ``on_stop``) is stopped as one batch: nothing can observe their
+        order, and a large group stops without a wait and a timer per child. Events are still
+        published in this order."""
+        batch: list[str] = []
+        for child_id in child_ids:
+            if self._is_quiet(child_id):
+                batch.append(child_id)
+                continue
+            await self._stop_quietly(batch)
+            batch.clear()
+            await self._stop_child(child_id)
+        await self._stop_quietly(batch)
+
     async def _stop_all(self) -> None:
         """Stop every child: reverse start order, or all at once for a dynamic supervisor.
 
-        A run of consecutive children whose stop runs no user code (idle class actors
-        without ``on_stop``) is stopped as one batch: nothing can observe their order, and
-        a large tree stops without an exception and a timer per child. Events are still
-        published in reverse start order.
+        Idle class actors without ``on_stop`` are stopped in batches (``_stop_in_order``).
         """
         alive = self.core.give_up_all()
-        batch: list[str] = []
         if self.core.dynamic:
+            batch: list[str] = []
             async with anyio.create_task_group() as tg:
                 for child_id in alive:
                     if self._is_quiet(child_id):
@@ -1083,14 +1116,7 @@ class Supervisor:
                         tg.start_soon(self._stop_child, child_id)
                 await self._stop_quietly(batch)
         else:
-            for child_id in alive:
-                if self._is_quiet(child_id):
-                    batch.append(child_id)
-                    continue
-                await self._stop_quietly(batch)
-                batch.clear()
-                await self._stop_child(child_id)
-            await self._stop_quietly(batch)
+            await self._stop_in_order(alive)
         for slot in self.slots.values():
             self._release(slot)
         # Cells stay open: whoever decides this supervisor is gone for good (its parent

@@ -292,3 +292,43 @@ async def test_nested_boot_failure_chains_the_sub_supervisors_start_error() -> N
             spec, f"supervisor '/': child 'sub' failed to start: StartError({inner!r})"
         )
     assert isinstance(error.__cause__, corral.StartError)
+
+
+class Fatal(BaseException):
+    """Not an Exception: what no supervisor handles (as KeyboardInterrupt)."""
+
+
+class RaisesFatal(corral.Actor):
+    """Raises ``Fatal`` on ``"boom"``; records its stop."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def handle(self, message: object) -> object:
+        if message == "boom":
+            raise Fatal(message)
+        return message
+
+    async def on_stop(self) -> None:
+        self.log.append("stopped")
+
+
+async def test_a_base_exception_from_an_actor_escapes_open_tree() -> None:
+    """A BaseException that is no Exception is no crash to restart: it ends the tree and
+    leaves open_tree as it came, as from any task of a task group."""
+    log: list[str] = []
+    spec = corral.SupervisorSpec(
+        [corral.ChildSpec(name, RaisesFatal, args={"log": log}) for name in ("a", "b")]
+    )
+
+    async def crash_a() -> None:
+        async with corral.open_tree(spec) as tree:
+            await tree.lookup("/b").call("ping")  # b awake: it has a task to stop
+            tree.lookup("/a").cast_nowait("boom")
+            await anyio.sleep_forever()
+
+    with anyio.fail_after(HANG_GUARD), pytest.raises(Fatal, match=r"^boom$"):
+        await crash_a()
+    # a's on_stop runs as the exception leaves it (as a finally would); b is stopped by the
+    # tree on the way out
+    assert log == ["stopped", "stopped"]

@@ -156,6 +156,69 @@ async def test_multi_child_restart_stops_and_forgets_a_temporary_sibling(
             ]
 
 
+class Quiet(corral.Actor):
+    """A class actor with neither on_start nor on_stop: stopping it runs nothing of it;
+    ``"crash"`` raises ``Boom``."""
+
+    async def handle(self, message: object) -> object:
+        if message == "crash":
+            raise Boom(message)
+        return message
+
+
+class StopsAfter(corral.Actor):
+    """Has on_stop: records which of *watched* had stopped (by ChildStopped) when it ran."""
+
+    def __init__(self, events: EventLog, seen: list[list[str]]) -> None:
+        self.events = events
+        self.seen = seen
+
+    async def handle(self, message: object) -> object:
+        return message
+
+    async def on_stop(self) -> None:
+        stopped = [e.path for e in self.events.events if isinstance(e, corral.ChildStopped)]
+        self.seen.append(stopped)
+
+
+@pytest.mark.parametrize(
+    "strategy", [corral.Strategy.ONE_FOR_ALL, corral.Strategy.REST_FOR_ONE], ids=str
+)
+async def test_group_restart_stops_idle_siblings_together_in_reverse_order(
+    strategy: corral.Strategy,
+) -> None:
+    """A group restart stops idle quiet siblings as batches, yet in OTP's order: the events
+    come in reverse start order, and a sibling with on_stop runs it after every later
+    sibling has stopped and before any earlier one."""
+    events = EventLog()
+    seen: list[list[str]] = []
+    names = ["crasher", "q1", "q2", "mid", "q3", "q4"]
+    spec = corral.SupervisorSpec(
+        [
+            corral.ChildSpec(n, StopsAfter, args={"events": events, "seen": seen})
+            if n == "mid"
+            else corral.ChildSpec(n, Quiet)
+            for n in names
+        ],
+        strategy=strategy,
+    )
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec) as tree:
+            for name in names:  # every one awake: each has a task parked on its mailbox
+                assert await tree.lookup(f"/{name}").call("ping") == "ping"
+            tree.events.subscribe(events)
+            tree.lookup("/crasher").cast_nowait("crash")
+            await events.wait_for(corral.ChildStarted, "/q4", restarts=1)
+            assert statuses(tree.supervisor()) == dict.fromkeys(names, RUNNING)
+            assert events.summary(corral.ChildStopped) == [
+                ("ChildStopped", f"/{n}") for n in reversed(names[1:])
+            ]
+            assert seen == [["/q4", "/q3"]]
+            assert events.summary(corral.ChildStarted) == [("ChildStarted", f"/{n}") for n in names]
+            # restarted, they work: queued messages and new ones reach the new incarnations
+            assert await tree.lookup("/q2").call("again") == "again"
+
+
 async def test_one_for_all_restart_also_starts_a_stopped_sibling() -> None:
     """A one-for-all restart starts again a transient sibling that had returned (as OTP)."""
     spec = corral.SupervisorSpec(
