@@ -55,7 +55,6 @@ from corral.supervisors.events import (
     SupervisorEscalated,
     SupervisorGaveUp,
 )
-from corral.supervisors.runtime import ChildStatistics, SupervisorStatistics
 from corral.supervisors.spec import (
     BRUTAL,
     INFINITY,
@@ -71,6 +70,7 @@ from corral.supervisors.spec import (
     Strategy,
     SupervisorSpec,
 )
+from corral.supervisors.statistics import ChildStatistics, SupervisorStatistics
 from corral.supervisors.tree import SupervisorRef, Tree, open_tree, run
 
 __all__ = (

@@ -19,7 +19,7 @@ import anyio
 import anyio.lowlevel
 
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
-from corral.actors.mailbox import DROPPED, EMPTY, QUEUED, YIELD, Mailbox, MailboxFull
+from corral.actors.mailbox import DROPPED, EMPTY, QUEUED, YIELD, Mailbox, MailboxFull, Overflow
 from corral.actors.monitors import Down, Monitor
 from corral.actors.timers import Tick, check_delay
 from corral.actors.timing import SAMPLE_MASK
@@ -32,8 +32,6 @@ from corral.errors import (
     NoReplyError,
     UnknownPathError,
 )
-from corral.supervisors.events import EventBus, MessageDeadLettered
-from corral.supervisors.spec import Overflow
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator
@@ -42,7 +40,7 @@ if TYPE_CHECKING:
     from corral.actors.timers import Timer, TimerWheel
     from corral.actors.timing import Timings
     from corral.actors.waiter import Waiter
-    from corral.supervisors.tree import SupervisorRef  # only a type: no import at run time
+    from corral.supervisors.services import SupervisorRef  # only a type: see below
 
     Task = tuple[Callable[..., Awaitable[object]], tuple[object, ...]]
     Spawn = Callable[["ActorCell", Callable[..., Awaitable[object]], tuple[object, ...]], None]
@@ -180,7 +178,6 @@ class ActorCell:
     __slots__ = (
         "_ref",
         "accepting",
-        "bus",
         "cleanup_deadline",
         "cleanup_scope",
         "current",
@@ -207,7 +204,6 @@ class ActorCell:
         path: str,
         mailbox: Mailbox,
         *,
-        bus: EventBus,
         letters: DeadLetterBox,
         registry: Registry,
         timings: Timings | None = None,
@@ -215,7 +211,6 @@ class ActorCell:
     ) -> None:
         self.path = path
         self.mailbox = mailbox
-        self.bus = bus
         self.letters = letters
         self.registry = registry
         self.accepting = True  # false once stopped for good: senders get ActorNotRunningError
@@ -263,8 +258,6 @@ class ActorCell:
             message = message.payload
         now = anyio.current_time()
         self.letters.add(DeadLetter(self.path, message, reason, exception, now))
-        if self.bus.active:
-            self.bus.publish(MessageDeadLettered(self.path, reason, exception, now))
 
     def limit_cleanup(self, deadline: float) -> None:
         """Cleanup (``on_stop``) must end by *deadline*, also if it is running now."""

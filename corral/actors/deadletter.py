@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ("DeadLetter", "DeadLetterBox")
 
@@ -33,17 +36,22 @@ class DeadLetter:
 class DeadLetterBox:
     """The newest ``maxlen`` dead letters of a tree, with counts that never drop."""
 
-    __slots__ = ("_letters", "by_path", "total")
+    __slots__ = ("_letters", "by_path", "listener", "total")
 
     def __init__(self, maxlen: int = 1000) -> None:
         self._letters: deque[DeadLetter] = deque(maxlen=maxlen)
         self.total = 0
         self.by_path: Counter[str] = Counter()
+        # told of each letter as it is added (the tree publishes MessageDeadLettered)
+        self.listener: Callable[[DeadLetter], None] | None = None
 
     def add(self, letter: DeadLetter) -> None:
         self._letters.append(letter)
         self.total += 1
         self.by_path[letter.path] += 1
+        listener = self.listener
+        if listener is not None:
+            listener(letter)
 
     def list(self, path: str | None = None) -> tuple[DeadLetter, ...]:
         """The kept letters, oldest first; only *path*'s when given."""

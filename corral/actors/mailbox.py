@@ -8,6 +8,7 @@ so an actor draining a long mailbox still lets every other task run regularly.
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from typing import TYPE_CHECKING, Final, final
 
@@ -15,7 +16,6 @@ import anyio
 import anyio.lowlevel
 
 from corral.actors.waiter import Waiter, scheduler_yield, waiter_factory
-from corral.supervisors.spec import Overflow
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -30,7 +30,17 @@ __all__ = (
     "YIELD",
     "Mailbox",
     "MailboxFull",
+    "Overflow",
 )
+
+
+class Overflow(enum.Enum):
+    """What a full mailbox does with one more message."""
+
+    BLOCK = "block"  # the sender waits for room (``cast_nowait`` raises MailboxFullError)
+    DROP_NEWEST = "drop-newest"  # the new message is dropped and kept as a dead letter
+    REJECT = "reject"  # the sender gets MailboxFullError
+
 
 _EMPTY: Final[deque[object]] = deque(maxlen=0)  # shared by every mailbox never written to
 

@@ -52,7 +52,7 @@ from corral.supervisors.spec import ChildType, ExitKind
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator
 
-    from corral.supervisors.runtime import ChildStatistics, SupervisorStatistics
+    from corral.supervisors.statistics import ChildStatistics, SupervisorStatistics
     from corral.supervisors.tree import Tree
 
 __all__ = (

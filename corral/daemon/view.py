@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection
 
     from corral.actors.deadletter import DeadLetter
-    from corral.supervisors.runtime import ChildStatistics, SupervisorStatistics
+    from corral.supervisors.statistics import ChildStatistics, SupervisorStatistics
     from corral.supervisors.tree import Tree
 
 __all__ = ("Clock", "dead_letter", "event", "find", "parent_path", "status", "why")

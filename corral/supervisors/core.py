@@ -1,8 +1,9 @@
 """The supervisor's decisions: a pure, synchronous state machine over its children.
 
-This is OTP's ``supervisor.erl`` without processes. The runtime (``runtime.py``) reads the
-clock once per step, passes ``now`` in, and carries out what comes back; nothing here awaits,
-sleeps, logs or reads time, so every rule is testable as a plain function call.
+This is OTP's ``supervisor.erl`` without processes. The runtime (``supervisor.py`` and the
+layers below it) reads the clock once per step, passes ``now`` in, and carries out what comes
+back; nothing here awaits, sleeps, logs or reads time, so every rule is testable as a plain
+function call.
 
 Mapping to ``supervisor.erl``:
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import attrs
 
+from corral.actors.mailbox import Overflow
 from corral.errors import SpecError
 
 if TYPE_CHECKING:
@@ -76,14 +77,6 @@ class ExitKind(enum.Enum):
     NORMAL = "normal"  # returned
     SHUTDOWN = "shutdown"  # a supervisor that gave up or auto-shut down (OTP: shutdown)
     ERROR = "error"  # raised an exception
-
-
-class Overflow(enum.Enum):
-    """What a full mailbox does with one more message."""
-
-    BLOCK = "block"  # the sender waits for room (``cast_nowait`` raises MailboxFullError)
-    DROP_NEWEST = "drop-newest"  # the new message is dropped and kept as a dead letter
-    REJECT = "reject"  # the sender gets MailboxFullError
 
 
 BRUTAL: Literal["brutal"] = "brutal"

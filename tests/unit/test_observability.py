@@ -441,7 +441,6 @@ async def test_running_actor_finds_the_cell_in_the_stack(anyio_backend: str) -> 
     from corral.actors.mailbox import Mailbox
     from corral.actors.registry import Registry
     from corral.actors.waiter import waiter_factory
-    from corral.supervisors.events import EventBus
     from corral.supervisors.spec import Overflow
 
     seen: list[str | None] = []
@@ -455,7 +454,6 @@ async def test_running_actor_finds_the_cell_in_the_stack(anyio_backend: str) -> 
     cell = ActorCell(
         "/db",
         Mailbox(1, Overflow.BLOCK, waiter_factory()),
-        bus=EventBus(),
         letters=DeadLetterBox(1),
         registry=Registry(),
     )
