@@ -24,7 +24,7 @@ import socket
 import stat
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
 import anyio.abc
@@ -54,16 +54,29 @@ from corral.errors import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from corral.daemon.commands import TreeCommands
     from corral.daemon.config import DaemonConfig
-    from corral.daemon.main import Daemon
+    from corral.supervisors.tree import Tree
 
-__all__ = ("ControlServer", "DaemonStoppingError", "NotConfiguredError", "Peer", "peer_of")
+__all__ = (
+    "ControlServer",
+    "DaemonError",
+    "DaemonStoppingError",
+    "Host",
+    "NotConfiguredError",
+    "Peer",
+    "peer_of",
+)
 
 log = logging.getLogger("corral.control")
 _GONE: Final = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)  # client left
 audit = logging.getLogger("corral.audit")
 
 _SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
+
+
+class DaemonError(CorralError):
+    """The daemon cannot run as configured (e.g. another one serves the socket)."""
 
 
 class DaemonStoppingError(CorralError):
@@ -119,16 +132,51 @@ def _error(code: protocol.Code, message: str) -> protocol.Response:
     return protocol.Response(ok=False, error=protocol.ErrorInfo(code, message))
 
 
+class Host(Protocol):
+    """What a control server serves: the daemon (``Daemon``), or an embedded tree
+    (``corral.open_tree(..., control_socket=...)``)."""
+
+    @property
+    def problem(self) -> CorralError | None:
+        """Why it runs no tree (not configured), or None."""
+        ...
+
+    @property
+    def tree(self) -> Tree | None: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def commands(self) -> TreeCommands: ...
+
+    def ping(self) -> protocol.Pong: ...
+
+    def shutdown(self) -> protocol.Done:
+        """The answer to `corral shutdown`; ``request_stop`` follows once it is sent."""
+        ...
+
+    def request_stop(self) -> None: ...
+
+    async def reload(self, *, dry_run: bool) -> protocol.ReloadResult: ...
+
+    async def serving(self) -> Tree:
+        """The tree once it is up (at once if it is); raises if it never will be."""
+        ...
+
+    def metrics(self) -> str: ...
+
+
 class ControlServer:
-    """Serves one daemon's commands on its control socket."""
+    """Serves one host's commands (a daemon's, an embedded tree's) on its control socket."""
 
     def __init__(
         self,
-        daemon: Daemon,
+        host: Host,
         settings: DaemonConfig,
         on_answer: Callable[[str, str], None] | None = None,
     ) -> None:
-        self.daemon = daemon
+        self.host = host
         self._on_answer = on_answer  # (command, "ok" or the error code): for metrics
         self.path = settings.socket_path()
         self._listener: anyio.abc.SocketListener | None = None
@@ -163,8 +211,6 @@ class ControlServer:
             DaemonError: another daemon serves it, the path is taken or unsafe, or it cannot
                 be made.
         """
-        from corral.daemon.main import DaemonError  # main imports this module
-
         settings = self.settings
         if activated is not None:
             name = activated.getsockname()
@@ -348,7 +394,7 @@ class ControlServer:
                 continue
             if isinstance(request, protocol.Events):
                 try:
-                    await self.daemon.serving()
+                    await self.host.serving()
                 except CorralError as exc:
                     response = self._failure(request, exc)
                     assert response.error is not None
@@ -359,7 +405,7 @@ class ControlServer:
                 if request.follow:
                     await self._events(stream, reader, request.recent)
                     return
-                recent = self.daemon.recent_events(request.recent)
+                recent = self.host.commands.recent_events(request.recent)
                 await self._send(stream, protocol.Response(ok=True, result=recent))
                 continue
             response = await self._answer(request, peer)
@@ -367,7 +413,7 @@ class ControlServer:
                 await self._send(stream, response)
             finally:  # asked and audited: done even if the client did not wait for the answer
                 if isinstance(request, protocol.Shutdown) and response.ok:
-                    self.daemon.request_stop()
+                    self.host.request_stop()
 
     async def _send(self, stream: anyio.abc.SocketStream, response: protocol.Response) -> None:
         """Send one frame; a client that does not read for idle-timeout is dropped."""
@@ -415,12 +461,12 @@ class ControlServer:
             self._on_answer(str(command), result)
 
     def _failure(self, request: protocol.Request, exc: Exception) -> protocol.Response:
-        daemon = self.daemon
-        if daemon.problem is not None and isinstance(exc, ConfigError):
+        host = self.host
+        if host.problem is not None and isinstance(exc, ConfigError):
             message = f"{exc} (the daemon is still not configured)"
             return _error(protocol.Code.INVALID_CONFIG, message)
         if not isinstance(exc, NotConfiguredError | DaemonStoppingError) and (
-            daemon.tree is None or (daemon._stopping and isinstance(exc, UnknownPathError))
+            host.tree is None or (host.stopping and isinstance(exc, UnknownPathError))
         ):
             return _error(protocol.Code.STOPPING, f"the daemon is stopping: {exc}")
         for kind, code in _CODES:
@@ -432,38 +478,39 @@ class ControlServer:
         return _error(protocol.Code.INTERNAL, f"internal error: {exc!r} (see the daemon's log)")
 
     async def _dispatch(self, request: protocol.Request) -> object:  # one per command
-        daemon = self.daemon
+        host = self.host
         match request:  # answered in every phase
             case protocol.Ping():
-                return daemon.ping()
+                return host.ping()
             case protocol.Shutdown():
-                return daemon.shutdown()
+                return host.shutdown()
             case protocol.Reload(dry_run=dry_run):
-                return await daemon.reload(dry_run=dry_run)
-        await daemon.serving()  # the rest waits for the tree
+                return await host.reload(dry_run=dry_run)
+        await host.serving()  # the rest waits for the tree
+        commands = host.commands
         match request:
             case protocol.Status(path=path):
-                return daemon.status(path)
+                return commands.status(path)
             case protocol.Why(path=path):
-                return daemon.why(path)
+                return commands.why(path)
             case protocol.DeadLetters(path=path, limit=limit):
-                return daemon.dead_letters(path, limit)
+                return commands.dead_letters(path, limit)
             case protocol.Start(path=path):
-                return await daemon.start(path)
+                return await commands.start(path)
             case protocol.Stop(path=path):
-                return await daemon.stop(path)
+                return await commands.stop(path)
             case protocol.Restart(path=path):
-                return await daemon.restart(path)
+                return await commands.restart(path)
             case protocol.Kill(path=path, reason=reason):
-                return await daemon.kill(path, reason)
+                return await commands.kill(path, reason)
             case protocol.StartChild(supervisor=supervisor, id=child_id, args=args):
-                return await daemon.start_child(supervisor, child_id, args)
+                return await commands.start_child(supervisor, child_id, args)
             case protocol.TerminateChild(path=path):
-                return await daemon.terminate_child(path)
+                return await commands.terminate_child(path)
             case protocol.DeleteChild(path=path):
-                return await daemon.delete_child(path)
+                return await commands.delete_child(path)
             case protocol.Metrics():
-                return daemon.metrics()
+                return host.metrics()
         raise AssertionError(request)  # Events is handled by the connection
 
     async def _events(
@@ -471,10 +518,10 @@ class ControlServer:
     ) -> None:
         """The *recent* events, then every new one until the client closes its end (or stops
         reading). Subscribed first, so that no event falls between the two."""
-        tree = self.daemon.tree
+        tree = self.host.tree
         assert tree is not None
         async with tree.events.stream() as events, anyio.create_task_group() as tg:
-            result = self.daemon.recent_events(recent)
+            result = self.host.commands.recent_events(recent)
             await self._send(stream, protocol.Response(ok=True, result=result))
 
             async def until_closed() -> None:

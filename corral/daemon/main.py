@@ -38,7 +38,6 @@ import math
 import os
 import signal
 import threading
-from collections import deque
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -48,19 +47,23 @@ import anyio.from_thread
 import anyio.lowlevel
 import attrs
 
-from corral.actors.registry import join_path, within
-from corral.daemon import protocol, view
+from corral.actors.registry import join_path
+from corral.daemon import protocol
+from corral.daemon.commands import TreeCommands
 from corral.daemon.config import (
     DEMO,
     ConfigError,
     DaemonConfig,
     LoadedConfig,
-    args_problem,
-    id_problem,
     load,
     load_demo,
 )
-from corral.daemon.control import ControlServer, DaemonStoppingError, NotConfiguredError
+from corral.daemon.control import (
+    ControlServer,
+    DaemonError,
+    DaemonStoppingError,
+    NotConfiguredError,
+)
 from corral.daemon.endpoint import Endpoint, Page, text_page
 from corral.daemon.logging import LogSink, describe_daemon, log_event
 from corral.daemon.loop import LoopMonitor
@@ -74,21 +77,14 @@ from corral.daemon.metrics import (
 from corral.daemon.state import StateError, StateFile
 from corral.daemon.systemd import STATUS_EVERY, Notifier, activated_socket, summary
 from corral.errors import (
-    ActorNotRunningError,
     CorralError,
-    RunningError,
-    SpecError,
     StartError,
     SupervisorGaveUpError,
-    UnknownPathError,
-    UnsupportedError,
 )
 from corral.supervisors.events import ChildAbandoned, SupervisorAutoShutdown
 from corral.supervisors.reconfigure import declared_paths, plan_tree
 from corral.supervisors.spec import (
-    ChildSpec,
     DynamicSupervisorSpec,
-    RestartType,
     SupervisorSpec,
     stop_bound,
 )
@@ -101,12 +97,11 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from corral.supervisors.events import Event, Observer
-    from corral.supervisors.tree import SupervisorRef, Tree
+    from corral.supervisors.tree import Tree
 
-__all__ = ("Daemon", "DaemonError", "ExitCode", "Killed", "run")
+__all__ = ("Daemon", "DaemonError", "ExitCode", "run")
 
 log = logging.getLogger("corral.daemon")
-RECENT_EVENTS: Final = 1000  # kept for `corral events`
 LOAD_TIMEOUT: Final = 60.0  # seconds a reload waits for its file to be read, modules imported
 
 
@@ -120,16 +115,7 @@ class ExitCode(enum.IntEnum):
     TREE_FAILED = 69  # EX_UNAVAILABLE: a child failed to start, or the root gave up
 
 
-_DECLINED: Final = "declined to start (corral.Ignore): not running; `corral why` says why"
 FAILED_NAMED: Final = 5  # /readyz names this many of the failed children
-
-
-class DaemonError(CorralError):
-    """The daemon cannot run as configured (e.g. another one serves the socket)."""
-
-
-class Killed(Exception):  # reads as what happened to the child: Killed('...')
-    """Raised into a child by ``corral kill`` (a drill): an abnormal exit like any other."""
 
 
 @attrs.define(eq=False)
@@ -152,10 +138,9 @@ class Daemon:
     _stop: anyio.Event = attrs.field(factory=anyio.Event)
     _stopping: bool = False
     _reloading: anyio.Lock = attrs.field(factory=anyio.Lock)
-    _applying: anyio.Lock = attrs.field(factory=anyio.Lock)  # a reload's changes; starts wait
     _unsaved: StateError | None = None  # the last save of the held paths failed so
     settings: DaemonConfig = attrs.field(init=False)  # in use: [daemon] is read at start only
-    _recent: deque[Event] = attrs.field(factory=lambda: deque(maxlen=RECENT_EVENTS))
+    commands: TreeCommands = attrs.field(init=False)  # what the control socket's requests do
     notifier: Notifier = attrs.field(factory=Notifier)
     counters: Counters = attrs.field(init=False)
     collector: TreeCollector = attrs.field(init=False)
@@ -205,6 +190,9 @@ class Daemon:
 
     def __attrs_post_init__(self) -> None:
         self.settings = self.loaded.daemon if self.loaded is not None else DaemonConfig()
+        self.commands = TreeCommands(
+            lambda: self.tree, lambda: self.spec, lambda: self._stopping, self._unsaved_warning
+        )
         self.counters = Counters(is_dynamic=self._is_dynamic, is_gone=self._is_gone)
         self.monitor = LoopMonitor(self.counters, self.settings.loop_stall_timeout)
         self.collector = TreeCollector(
@@ -289,7 +277,7 @@ class Daemon:
         """What the daemon attaches to its tree's events: the log, the recent-events ring,
         the metrics counters, and its own bookkeeping (systemd, abandoned children)."""
         log = log_event if self.sink is None else self.sink.observe
-        return (log, self._recent.append, self.counters.observe, self._observe)
+        return (log, self.commands.recent.append, self.counters.observe, self._observe)
 
     def _observe(self, event: Event) -> None:
         """Keeps systemd informed: progress while booting or stopping, and the STATUS line;
@@ -735,158 +723,6 @@ class Daemon:
             return self.loaded.source
         return f"{self.config_path or DEMO} (not configured)"
 
-    def recent_events(self, count: int) -> list[protocol.Event]:
-        clock = view.Clock()
-        recent = list(self._recent)[-count:] if count else []
-        return [view.event(e, clock) for e in recent]
-
-    def status(self, path: str) -> protocol.StatusNode:
-        return view.status(self._tree(), path, stopping=self._stopping)
-
-    def why(self, path: str) -> protocol.WhyResult:
-        return view.why(self._tree(), path)
-
-    def dead_letters(self, path: str | None, limit: int) -> list[protocol.DeadLetterInfo]:
-        letters = self._tree().dead_letters()
-        if path is not None:
-            top = view.normalize(path)
-            letters = tuple(d for d in letters if within(d.path, top))
-        return [view.dead_letter(d) for d in letters[-limit:]]
-
-    def _child(self, path: str) -> tuple[SupervisorRef, str, str]:
-        """The parent supervisor, the child id and the normalized path."""
-        path = view.normalize(path)
-        if path == "/":
-            msg = "the root supervisor is not a child: use `corral shutdown` to stop the daemon"
-            raise UnsupportedError(msg, supervisor="/", child_id="")
-        parent, child_id = view.parent_path(path), path.rsplit("/", 1)[1]
-        try:
-            sup = self._tree().supervisor(parent)
-            found = child_id in sup
-        except UnknownPathError:
-            found = False
-        if not found:  # only now a snapshot: its error names the part that is missing
-            view.find(self._tree(), path)
-        return self._tree().supervisor(parent), child_id, path
-
-    async def start(self, path: str) -> protocol.Done:
-        async with self._applying:  # not between a reload's stop of it and its start
-            sup, child_id, path = self._child(path)
-            return await self._start(sup, child_id, path)
-
-    async def _start(self, sup: SupervisorRef, child_id: str, path: str) -> protocol.Done:
-        try:
-            started = await sup.restart_child(child_id)
-        except RunningError as exc:
-            msg = f"{exc} (`corral restart {path}` stops and starts it)"
-            raise RunningError(msg, supervisor=exc.supervisor, child_id=exc.child_id) from None
-        return self._done(path, "started" if started else _DECLINED)
-
-    async def stop(self, path: str) -> protocol.Done:
-        sup, child_id, path = self._child(path)
-        await sup.terminate_child(child_id, hold=True)
-        if path not in self._tree().held:  # OTP keeps no spec of these once stopped
-            why = "a dynamic supervisor's child" if sup.dynamic else "a temporary child"
-            return self._done(path, f"stopped and removed ({why}: its spec is not kept)")
-        return self._done(path, "stopped; it stays stopped until `corral start`")
-
-    async def restart(self, path: str) -> protocol.Done:
-        async with self._applying:  # not between a reload's stop of it and its start
-            return await self._restart(path)
-
-    async def _restart(self, path: str) -> protocol.Done:
-        sup, child_id, path = self._child(path)
-        if sup.dynamic:
-            msg = (
-                f"{path} belongs to a dynamic supervisor, whose children cannot be restarted"
-                " by hand (OTP's rule): `corral kill` crashes it, and its supervisor restarts"
-                " it unless it is temporary; or terminate-child, then start-child"
-            )
-            raise UnsupportedError(msg, supervisor=sup.path, child_id=child_id)
-        # A temporary child's spec is dropped when it stops (OTP), unless held: hold it for
-        # the moment between the stop and the start, which ends the hold.
-        await sup.terminate_child(child_id, hold=self._temporary(path))
-        started = await sup.restart_child(child_id, counted=True)
-        return self._done(path, "restarted" if started else _DECLINED)
-
-    async def kill(self, path: str, reason: str) -> protocol.Done:
-        sup, child_id, path = self._child(path)
-        try:
-            await sup.kill_child(child_id, Killed(reason))
-        except ActorNotRunningError as exc:
-            msg = f"{exc} (`corral start {path}` starts it)"
-            raise ActorNotRunningError(msg, path=path) from None
-        return self._done(path, "killed; its supervisor decides what comes next")
-
-    async def start_child(
-        self, supervisor: str, child_id: str | None, args: dict[str, object]
-    ) -> protocol.Done:
-        tree = self._tree()
-        sup = tree.supervisor(view.normalize(supervisor))
-        if not sup.dynamic:
-            msg = (
-                f"supervisor {sup.path!r} is not dynamic: its children come from the config"
-                " (edit it and `corral reload`)"
-            )
-            raise UnsupportedError(msg, supervisor=sup.path, child_id=child_id or "")
-        if child_id is not None and (problem := id_problem(child_id)) is not None:
-            raise SpecError(problem)
-        template = self._declared(sup.path)
-        if isinstance(template, DynamicSupervisorSpec):  # else added since: trust the spec
-            child = template.child
-            target = child.start
-            if isinstance(target, SupervisorSpec | DynamicSupervisorSpec):
-                if args:  # a supervisor is built from its spec: there is nothing to pass
-                    msg = f"supervisor {sup.path!r} starts supervisors, which take no args"
-                    raise SpecError(msg)
-            else:
-                module = getattr(target, "__module__", "?")
-                name = f"{module}:{getattr(target, '__qualname__', '?')}"
-                problem = args_problem(target, {**child.args, **args}, name)
-                if problem is not None:
-                    raise SpecError(problem)
-        started = await sup.start_child(args=args, id=child_id)
-        if started is None:  # declined (corral.Ignore): a dynamic child is not kept
-            declined = sup.path.rstrip("/") + "/" + (child_id or "?")
-            return self._done(declined, "declined to start (corral.Ignore): not kept")
-        return self._done(started, "started")
-
-    async def terminate_child(self, path: str) -> protocol.Done:
-        sup, child_id, path = self._child(path)
-        await sup.terminate_child(child_id)
-        return self._done(path, "terminated")
-
-    async def delete_child(self, path: str) -> protocol.Done:
-        sup, child_id, path = self._child(path)
-        await sup.delete_child(child_id)
-        return self._done(path, "deleted")
-
-    def _declared_child(self, path: str) -> ChildSpec | None:
-        """The config's spec of the child at *path*, if the config declares one."""
-        spec: SupervisorSpec | None = self.spec
-        child = None
-        for child_id in [p for p in path.split("/") if p]:
-            child = next((c for c in spec.children if c.id == child_id), None) if spec else None
-            spec = child.start if child and isinstance(child.start, SupervisorSpec) else None
-        return child
-
-    def _declared(self, path: str) -> object:
-        """What the config says the supervisor at *path* runs (None if it does not say)."""
-        child = self._declared_child(path)
-        return child.start if child is not None else None
-
-    def _temporary(self, path: str) -> bool:
-        """Whether the config declares the child at *path* temporary."""
-        child = self._declared_child(path)
-        return child is not None and child.restart is RestartType.TEMPORARY
-
-    def _done(self, path: str, what: str) -> protocol.Done:
-        """The command was carried out (and the operator's stops saved as they changed)."""
-        if self._unsaved is not None:
-            warning = f"{self._unsaved}: the operator's stops are not kept across restarts"
-            return protocol.Done(path=path, done=what, warning=warning)
-        return protocol.Done(path=path, done=what)
-
     def _load(self) -> LoadedConfig:
         path = self.config_path
         return load_demo() if path is None else load(path)
@@ -966,7 +802,7 @@ class Daemon:
                 )
             self.notifier.reloading()
             try:
-                async with self._applying:
+                async with self.commands.applying:
                     done = await tree.reconfigure(self._running_spec(self.spec), new.spec)
             finally:
                 if not self._stopping:  # a stop that came meanwhile has said STOPPING=1
@@ -1016,6 +852,16 @@ class Daemon:
         return protocol.ReloadResult(
             source=new.source, dry_run=False, changes=changes, notes=notes, failures=[]
         )
+
+    @property
+    def stopping(self) -> bool:
+        """Stopping: its tree's children are being stopped, or soon will be."""
+        return self._stopping
+
+    def _unsaved_warning(self) -> str | None:
+        if self._unsaved is None:
+            return None
+        return f"{self._unsaved}: the operator's stops are not kept across restarts"
 
     def _save_held(self, held: frozenset[str]) -> None:
         """Save the operator's stops the moment they change (a stop may be cut short)."""

@@ -222,7 +222,7 @@ def test_kill_is_a_crash_and_restart(workdir: Path, backend: str, daemons: list[
     why = d.cli("why", "/b", "--json").json()
     assert (why["state"], why["restarts"], why["restarts_remaining"]) == ("running", 1, 9)
     assert [(e["kind"], e["exception"]) for e in why["exits"]] == [("error", "Killed('drill')")]
-    assert why["exits"][0]["traceback"].endswith("corral.daemon.main.Killed: drill\n")
+    assert why["exits"][0]["traceback"].endswith("corral.daemon.commands.Killed: drill\n")
     text = ok(d, "why", "/b").splitlines()
     assert text[:3] == [
         "/b: running",
@@ -230,7 +230,7 @@ def test_kill_is_a_crash_and_restart(workdir: Path, backend: str, daemons: list[
         "  supervisor / (one-for-one): 9 of 10 restarts left within 60s before it gives up",
     ]
     assert re.fullmatch(r"  last exit: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} error", text[3])
-    assert text[-1] == "    corral.daemon.main.Killed: drill"
+    assert text[-1] == "    corral.daemon.commands.Killed: drill"
 
 
 def test_events_lists_recent_events(workdir: Path, backend: str, daemons: list[Daemon]) -> None:

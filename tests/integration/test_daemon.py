@@ -27,8 +27,9 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 import corral
 from corral.daemon import cli, config, protocol
+from corral.daemon.commands import Killed
 from corral.daemon.logging import EVENTS, JsonFormatter, current_sink, log_event, setup
-from corral.daemon.main import Daemon, DaemonError, ExitCode, Killed
+from corral.daemon.main import Daemon, DaemonError, ExitCode
 from corral.daemon.state import StateError, StateFile
 from corral.supervisors.events import (
     ChildAbandoned,
@@ -499,7 +500,7 @@ async def test_kill_restarts_the_child_and_why_explains(workdir: Path, anyio_bac
         assert (why["state"], why["restarts"], why["restarts_remaining"]) == ("running", 1, 9)
         (exit_,) = why["exits"]
         assert (exit_["kind"], exit_["exception"]) == ("error", "Killed('drill')")
-        assert exit_["traceback"] == "corral.daemon.main.Killed: drill\n"
+        assert exit_["traceback"] == "corral.daemon.commands.Killed: drill\n"
         assert abs(exit_["at"] - time.time()) < 60  # a Unix time, not a monotonic one
         status = await conn.ok("status", path="/echo")
         assert (status["restarts"], status["last_exit"], status["last_error"]) == (
@@ -1097,7 +1098,7 @@ async def test_client_and_cli_against_the_daemon(
         code, out, _ = await run("why", "/echo")
         assert code == 0
         assert out.splitlines()[:2] == ["/echo: running", "  restarts: 1"]
-        assert "corral.daemon.main.Killed: cli drill" in out
+        assert "corral.daemon.commands.Killed: cli drill" in out
         code, out, _ = await run("why", "/echo", "--json")
         assert json.loads(out)["exits"][0]["exception"] == "Killed('cli drill')"
         code, out, _ = await run("events", "--recent", "3")
@@ -1964,11 +1965,11 @@ async def test_why_tells_how_a_supervisor_gave_up_and_keeps_the_exits_that_led_t
             "supervisor '/fragile' gave up: 2 restarts within 60.0 s (limit 1),"
             " last of /fragile/crasher"
         )
-        assert exit_["traceback"].splitlines()[0] == "corral.daemon.main.Killed: second"
+        assert exit_["traceback"].splitlines()[0] == "corral.daemon.commands.Killed: second"
         assert exit_["traceback"].endswith(f"SupervisorGaveUpError: {exit_['reason']}\n")
         lines = cli.render_why(why)
         assert f"  last exit: {cli._when(exit_['at'])} shutdown: {exit_['reason']}" in lines
-        assert "    corral.daemon.main.Killed: second" in lines
+        assert "    corral.daemon.commands.Killed: second" in lines
         crasher = await conn.ok("why", path="/fragile/crasher")
         assert [(e["kind"], e["exception"]) for e in crasher["exits"]] == [
             ("error", "Killed('first')"),
