@@ -16,10 +16,19 @@ The embedding API::
 
 from __future__ import annotations
 
-from corral.actors.actor import DEFAULT_CALL_TIMEOUT, Actor, ActorRef, Context, Ignore, Reply
+from corral.actors.actor import (
+    DEFAULT_CALL_TIMEOUT,
+    Actor,
+    ActorRef,
+    Context,
+    Ignore,
+    Reply,
+    socket_messages,
+)
 from corral.actors.deadletter import DeadLetter
 from corral.actors.monitors import Down, Monitor
 from corral.actors.timers import Timer
+from corral.daemon.embedded import open_tree
 from corral.errors import (
     ActorCrashedError,
     ActorNotRunningError,
@@ -71,7 +80,7 @@ from corral.supervisors.spec import (
     SupervisorSpec,
 )
 from corral.supervisors.statistics import ChildStatistics, SupervisorStatistics
-from corral.supervisors.tree import SupervisorRef, Tree, open_tree, run
+from corral.supervisors.tree import SupervisorRef, Tree, run
 
 __all__ = (
     "BRUTAL",
@@ -136,4 +145,5 @@ __all__ = (
     "UnsupportedError",
     "open_tree",
     "run",
+    "socket_messages",
 )

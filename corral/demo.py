@@ -42,7 +42,9 @@ async def flaky(ctx: corral.Context, *, interval: float = 1.0, crash_chance: flo
 
 
 class Echo(corral.Actor):
-    """Answers every call with the message it was sent."""
+    """Answers every call with the message it was sent (try `corral call /echo '"hi"'`)."""
+
+    socket_messages = True  # the operator may send it messages from the shell
 
     async def handle(self, message: object) -> object:
         return message

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, final
 
 import anyio
 import anyio.lowlevel
@@ -56,9 +56,20 @@ __all__ = (
     "Ignore",
     "Reply",
     "current_path",
+    "socket_messages",
 )
 
 DEFAULT_CALL_TIMEOUT = 5.0
+
+F = TypeVar("F")
+
+
+def socket_messages(actor: F) -> F:
+    """Mark a function actor (or an ``Actor`` class) as taking messages from the control
+    socket: ``corral call`` / ``corral cast`` (see ``Actor.socket_messages``)."""
+    actor.socket_messages = True  # type: ignore[attr-defined]  # a marker on the function
+    return actor
+
 
 current_path: ContextVar[str | None] = ContextVar("corral_actor_path", default=None)
 """The path of the actor whose task is running (None outside actors): set as each actor's
@@ -93,6 +104,12 @@ class Actor:
     """
 
     ctx: Context
+    socket_messages: ClassVar[bool] = False
+    """True: an operator may send this actor messages from the shell (``corral call PATH
+    JSON``, ``corral cast PATH JSON``), decoded from JSON (dicts, lists, strings, numbers,
+    booleans, None), each one audited. Off by default: say so for an actor whose messages
+    are safe to take from whoever may use the control socket. A function actor says so
+    with ``@corral.socket_messages``."""
 
     @property
     def logger(self) -> ActorLogger:

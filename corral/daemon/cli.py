@@ -431,6 +431,31 @@ def cmd_start_child(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def _message(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        return _usage(f'MESSAGE must be JSON ({exc}), e.g. \'{{"get": "key"}}\' or \'"ping"\'')
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    request = protocol.CallActor(
+        path=args.path, message=_message(args.message), timeout=args.timeout
+    )
+    with _client(args, timeout=args.timeout + 5) as client:
+        answer = client.call(request)
+    print(json.dumps(answer.get("answer")))
+    return Exit.OK
+
+
+def cmd_cast(args: argparse.Namespace) -> int:
+    request = protocol.CastActor(path=args.path, message=_message(args.message))
+    with _client(args) as client:
+        answer = client.call(request)
+    print(f"{answer['path']}: queued")
+    return Exit.OK
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     with _client(args, timeout=None) as client:
         result = client.call(protocol.Reload(dry_run=args.dry_run))
@@ -591,6 +616,20 @@ def _text(most: int) -> Callable[[str], str]:
     return parse
 
 
+def _seconds(most: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 < value <= most:  # NaN too
+            msg = f"expected seconds above 0, at most {most:g}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
+
+
 def _child_id(text: str) -> str:
     problem = id_problem(text)
     if problem is not None:
@@ -650,6 +689,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("supervisor", metavar="SUPERVISOR")
     p.add_argument("--id", type=_child_id, help="the child's id (default: the next number)")
     p.add_argument("--args", default="{}", help="JSON object merged into the template's args")
+    p = add("call", cmd_call, "send an actor a message (JSON) and print its answer (JSON)")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("message", metavar="MESSAGE", help="any JSON value, e.g. '{\"get\": 1}'")
+    p.add_argument(
+        "--timeout", type=_seconds(3600), default=5.0, help="seconds to wait (default 5)"
+    )
+    p = add("cast", cmd_cast, "send an actor a message (JSON), not waiting for it")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("message", metavar="MESSAGE", help="any JSON value")
     p = add("reload", cmd_reload, "re-read the config file and apply the difference")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p = add("why", cmd_why, "why a child is in its state: exits, tracebacks, restart budget")

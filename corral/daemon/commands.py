@@ -9,17 +9,21 @@ stopping, a warning to add to each answer).
 
 from __future__ import annotations
 
+import functools
 from collections import deque
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Final
 
 import anyio
 import attrs
+import msgspec
 
 from corral.actors.registry import within
 from corral.daemon import protocol, view
 from corral.daemon.config import args_problem, id_problem
 from corral.errors import (
     ActorNotRunningError,
+    CorralError,
     RunningError,
     SpecError,
     UnknownPathError,
@@ -30,19 +34,30 @@ from corral.supervisors.spec import DynamicSupervisorSpec, RestartType, Supervis
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from corral.actors.actor import ActorRef
     from corral.supervisors.events import Event
     from corral.supervisors.services import SupervisorRef
     from corral.supervisors.spec import ChildSpec
     from corral.supervisors.tree import Tree
 
-__all__ = ("RECENT_EVENTS", "Killed", "TreeCommands")
+__all__ = ("FAILED_NAMED", "RECENT_EVENTS", "Killed", "TreeCommands", "version_string")
 
 RECENT_EVENTS: Final = 1000  # kept for `corral events`
+FAILED_NAMED: Final = 5  # /readyz names this many of the failed children
+_json: Final = msgspec.json.Encoder()
 _DECLINED: Final = "declined to start (corral.Ignore): not running; `corral why` says why"
 
 
 class Killed(Exception):  # reads as what happened to the child: Killed('...')
     """Raised into a child by ``corral kill`` (a drill): an abnormal exit like any other."""
+
+
+@functools.cache
+def version_string() -> str:
+    try:
+        return version("corral")
+    except Exception:  # pragma: no cover  # running from a source tree without metadata
+        return "unknown"
 
 
 def _no_warning() -> str | None:
@@ -59,6 +74,50 @@ class TreeCommands:
     warning: Callable[[], str | None] = _no_warning  # added to every answer when not None
     recent: deque[Event] = attrs.field(factory=lambda: deque(maxlen=RECENT_EVENTS))
     applying: anyio.Lock = attrs.field(factory=anyio.Lock)  # a reload's changes; starts wait
+
+    def is_dynamic(self, path: str) -> bool:
+        tree = self.tree_of()
+        try:
+            return tree is not None and tree.supervisor(path).dynamic
+        except CorralError:
+            return False
+
+    def is_gone(self, path: str) -> bool:
+        """Whether the child at *path* has left the tree for good: the nearest running
+        supervisor above it has no child on the way to it (a pool's terminated child; all
+        the children of a pool supervisor that was itself removed). Below a supervisor that
+        exists but is not running now (in backoff, held), nothing is gone."""
+        tree = self.tree_of()
+        if tree is None:
+            return False
+        child = path
+        while child != "/":
+            parent, _, child_id = child.rpartition("/")
+            try:
+                return child_id not in tree.supervisor(parent or "/")
+            except CorralError:
+                child = parent or "/"  # not running: ask the one above
+        return False
+
+    def unready(self) -> str | None:
+        """Why the running tree is not ready (/readyz answers 503), or None: the root at
+        the end of its restart budget, or failed children (the first ``FAILED_NAMED``
+        named)."""
+        tree = self.tree_of()
+        if tree is None:
+            return "starting"
+        budget = tree.root.core.intensity
+        if budget.intensity and not budget.remaining(anyio.current_time()):
+            return "root at its restart limit"
+        failed = sorted(tree.failed())
+        if failed:
+            named = ", ".join(failed[:FAILED_NAMED])
+            more = f" and {len(failed) - FAILED_NAMED} more" if len(failed) > FAILED_NAMED else ""
+            return (
+                f"{len(failed)} failed (not running until started again): {named}{more};"
+                f" see corral why {failed[0]}"
+            )
+        return None
 
     def _tree(self) -> Tree:
         tree = self.tree_of()
@@ -216,3 +275,40 @@ class TreeCommands:
         if warning is not None:
             return protocol.Done(path=path, done=what, warning=warning)
         return protocol.Done(path=path, done=what)
+
+    def _accepting(self, path: str) -> tuple[ActorRef, str]:
+        """The actor at *path*, if its code accepts messages from the socket."""
+        sup, child_id, path = self._child(path)
+        start = sup.get_childspec(child_id).start
+        if isinstance(start, SupervisorSpec | DynamicSupervisorSpec):
+            msg = f"{path} is a supervisor: only an actor takes messages"
+            raise UnsupportedError(msg, supervisor=sup.path, child_id=child_id)
+        if getattr(start, "socket_messages", False) is not True:
+            name = f"{getattr(start, '__module__', '?')}:{getattr(start, '__qualname__', '?')}"
+            msg = (
+                f"{path} ({name}) does not take messages from the socket: its code must say"
+                " so (`socket_messages = True` on an Actor class, `@corral.socket_messages`"
+                " on a function actor)"
+            )
+            raise UnsupportedError(msg, supervisor=sup.path, child_id=child_id)
+        return self._tree().lookup(path), path
+
+    async def call(self, path: str, message: object, seconds: float) -> protocol.Answer:
+        """``corral call``: the actor's answer, which must be JSON (it was handled anyway)."""
+        ref, path = self._accepting(path)
+        answer = await ref.call(message, timeout=seconds)
+        try:
+            _json.encode(answer)
+        except (TypeError, ValueError, OverflowError) as exc:
+            msg = (
+                f"{path} answered {type(answer).__name__}, which cannot be sent as JSON ({exc});"
+                " the message was handled"
+            )
+            raise UnsupportedError(msg, supervisor=view.parent_path(path), child_id="") from None
+        return protocol.Answer(path=path, answer=answer)
+
+    async def cast(self, path: str, message: object) -> protocol.Answer:
+        """``corral cast``: queued in the actor's mailbox (a full one refuses it at once)."""
+        ref, path = self._accepting(path)
+        ref.cast_nowait(message)
+        return protocol.Answer(path=path, queued=True)

@@ -73,6 +73,7 @@ __all__ = (
     "LoadedConfig",
     "args_problem",
     "id_problem",
+    "listen_problem",
     "load",
     "load_demo",
     "parse",
@@ -203,6 +204,16 @@ class DaemonConfig(Base, frozen=True):
             return Path(self.state_directory)
         state = os.environ.get("STATE_DIRECTORY")
         return Path(state.split(":")[0] if state else "state")
+
+
+def listen_problem(listen: str) -> str | None:
+    """What is wrong with a ``metrics-listen`` value, or None ("" is no listener)."""
+    if not listen:
+        return None
+    host, colon, port = listen.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        return f'expected "host:port" (or "" for no listener), got {listen!r}'
+    return None
 
 
 class Config(Base, frozen=True):
@@ -459,12 +470,9 @@ class _Converter:
                 f" got {len(socket)} bytes: choose a shorter one"
             )
             raise self.fail(msg, "$.daemon.control-socket")
-        listen = config.metrics_listen
-        if listen:
-            host, colon, port = listen.rpartition(":")
-            if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-                msg = f'expected "host:port" (or "" for no listener), got {listen!r}'
-                raise self.fail(msg, "$.daemon.metrics-listen")
+        problem = listen_problem(config.metrics_listen)
+        if problem is not None:
+            raise self.fail(problem, "$.daemon.metrics-listen")
         if config.socket_group is not None and config.socket_mode != 0o660:
             msg = "a socket-group needs socket-mode = 0o660 (the group must be able to connect)"
             raise self.fail(msg, "$.daemon.socket-mode")

@@ -37,11 +37,15 @@ from corral.daemon.directory import open_directory
 from corral.daemon.listener import accept
 from corral.daemon.redact import Redactor
 from corral.errors import (
+    ActorCrashedError,
     ActorNotRunningError,
     AlreadyPresentError,
     AlreadyStartedError,
+    CallTimeoutError,
     CorralError,
+    MailboxFullError,
     MaxChildrenError,
+    NoReplyError,
     NotFoundError,
     RestartingError,
     RunningError,
@@ -88,6 +92,10 @@ class NotConfiguredError(CorralError):
 
 
 _CODES: Final[tuple[tuple[type[Exception], protocol.Code], ...]] = (
+    (CallTimeoutError, protocol.Code.TIMEOUT),
+    (ActorCrashedError, protocol.Code.CRASHED),
+    (NoReplyError, protocol.Code.NO_REPLY),
+    (MailboxFullError, protocol.Code.MAILBOX_FULL),
     (NotFoundError, protocol.Code.NOT_FOUND),
     (UnknownPathError, protocol.Code.NOT_FOUND),
     (RunningError, protocol.Code.RUNNING),
@@ -436,6 +444,8 @@ class ControlServer:
             if failures:  # a reload applied, but not whole
                 outcome = f"ok, {len(failures)} failed to start"
             fields = msgspec.structs.asdict(request)
+            if "message" in fields:  # an application message may hold secrets: its size only
+                fields["message"] = _Summary(len(protocol.encode_value(fields["message"])))
             audit.info(
                 "audit: uid %d (pid %d) %s %s: %s",
                 peer.uid,
@@ -511,6 +521,10 @@ class ControlServer:
                 return await commands.delete_child(path)
             case protocol.Metrics():
                 return host.metrics()
+            case protocol.CallActor(path=path, message=message, timeout=timeout):
+                return await commands.call(path, message, timeout)
+            case protocol.CastActor(path=path, message=message):
+                return await commands.cast(path, message)
         raise AssertionError(request)  # Events is handled by the connection
 
     async def _events(
@@ -538,6 +552,18 @@ class ControlServer:
                     if scope.cancelled_caught:
                         break  # a client that does not read: drop it
             tg.cancel_scope.cancel()
+
+
+class _Summary:
+    """What the audit log says of an application message: its size, not its content."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"<JSON, {self.size} bytes>"
 
 
 def _bad_request(exc: msgspec.DecodeError) -> str:

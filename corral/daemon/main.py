@@ -31,14 +31,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import enum
-import functools
 import gc
 import logging
 import math
 import os
 import signal
 import threading
-from importlib.metadata import version
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
@@ -49,7 +47,7 @@ import attrs
 
 from corral.actors.registry import join_path
 from corral.daemon import protocol
-from corral.daemon.commands import TreeCommands
+from corral.daemon.commands import TreeCommands, version_string
 from corral.daemon.config import (
     DEMO,
     ConfigError,
@@ -64,14 +62,14 @@ from corral.daemon.control import (
     DaemonStoppingError,
     NotConfiguredError,
 )
-from corral.daemon.endpoint import Endpoint, Page, text_page
+from corral.daemon.endpoint import Endpoint
 from corral.daemon.logging import LogSink, describe_daemon, log_event
 from corral.daemon.loop import LoopMonitor
 from corral.daemon.metrics import (
-    CONTENT_TYPE,
     Counters,
     TreeCollector,
     exposition,
+    pages,
     process_registry,
 )
 from corral.daemon.state import StateError, StateFile
@@ -99,7 +97,7 @@ if TYPE_CHECKING:
     from corral.supervisors.events import Event, Observer
     from corral.supervisors.tree import Tree
 
-__all__ = ("Daemon", "DaemonError", "ExitCode", "run")
+__all__ = ("Daemon", "DaemonError", "ExitCode", "run", "version_string")
 
 log = logging.getLogger("corral.daemon")
 LOAD_TIMEOUT: Final = 60.0  # seconds a reload waits for its file to be read, modules imported
@@ -113,9 +111,6 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # bad command line
     CONFIG = 6  # LSB "not configured": invalid config or unusable state directory
     TREE_FAILED = 69  # EX_UNAVAILABLE: a child failed to start, or the root gave up
-
-
-FAILED_NAMED: Final = 5  # /readyz names this many of the failed children
 
 
 @attrs.define(eq=False)
@@ -193,7 +188,7 @@ class Daemon:
         self.commands = TreeCommands(
             lambda: self.tree, lambda: self.spec, lambda: self._stopping, self._unsaved_warning
         )
-        self.counters = Counters(is_dynamic=self._is_dynamic, is_gone=self._is_gone)
+        self.counters = Counters(is_dynamic=self.commands.is_dynamic, is_gone=self.commands.is_gone)
         self.monitor = LoopMonitor(self.counters, self.settings.loop_stall_timeout)
         self.collector = TreeCollector(
             lambda: self.tree,
@@ -202,30 +197,6 @@ class Daemon:
             self.ready,
         )
         self.process = process_registry()
-
-    def _is_dynamic(self, path: str) -> bool:
-        tree = self.tree
-        try:
-            return tree is not None and tree.supervisor(path).dynamic
-        except CorralError:
-            return False
-
-    def _is_gone(self, path: str) -> bool:
-        """Whether the child at *path* has left the tree for good: the nearest running
-        supervisor above it has no child on the way to it (a pool's terminated child; all
-        the children of a pool supervisor that was itself removed). Below a supervisor that
-        exists but is not running now (in backoff, held), nothing is gone."""
-        tree = self.tree
-        if tree is None:
-            return False
-        child = path
-        while child != "/":
-            parent, _, child_id = child.rpartition("/")
-            try:
-                return child_id not in tree.supervisor(parent or "/")
-            except CorralError:
-                child = parent or "/"  # not running: ask the one above
-        return False
 
     def unready(self) -> str | None:
         """Why /readyz says 503, or None when ready: the tree has started, the daemon is not
@@ -238,18 +209,7 @@ class Daemon:
             return "starting"
         if self._stopping:
             return "stopping"
-        budget = tree.root.core.intensity
-        if budget.intensity and not budget.remaining(anyio.current_time()):
-            return "root at its restart limit"
-        failed = sorted(tree.failed())
-        if failed:
-            named = ", ".join(failed[:FAILED_NAMED])
-            more = f" and {len(failed) - FAILED_NAMED} more" if len(failed) > FAILED_NAMED else ""
-            return (
-                f"{len(failed)} failed (not running until started again): {named}{more};"
-                f" see corral why {failed[0]}"
-            )
-        return None
+        return self.commands.unready()
 
     def ready(self) -> bool:
         return self.unready() is None
@@ -257,21 +217,6 @@ class Daemon:
     def metrics(self) -> str:
         """The Prometheus exposition, as `/metrics` serves it."""
         return exposition(self.collector, self.process).decode()
-
-    def _pages(self) -> dict[str, Callable[[], Page]]:
-        def healthz() -> Page:
-            return text_page(200, "ok: the event loop answers\n")
-
-        def readyz() -> Page:
-            why = self.unready()
-            return (
-                text_page(200, "ready\n") if why is None else text_page(503, f"not ready: {why}\n")
-            )
-
-        def metrics() -> Page:
-            return 200, CONTENT_TYPE, exposition(self.collector, self.process)
-
-        return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz}
 
     def observers(self) -> tuple[Observer, ...]:
         """What the daemon attaches to its tree's events: the log, the recent-events ring,
@@ -506,7 +451,9 @@ class Daemon:
         address = self.settings.metrics_address()
         if address is None:
             return None
-        endpoint = self.endpoint = Endpoint(*address, self._pages())
+        endpoint = self.endpoint = Endpoint(
+            *address, pages(self.unready, lambda: exposition(self.collector, self.process))
+        )
         try:
             await endpoint.bind()
         except OSError as exc:
@@ -877,14 +824,6 @@ class Daemon:
     def shutdown(self) -> protocol.Done:
         """What `corral shutdown` answers; the control server then calls ``request_stop``."""
         return protocol.Done(path="/", done="stopping: children stop in reverse start order")
-
-
-@functools.cache
-def version_string() -> str:
-    try:
-        return version("corral")
-    except Exception:  # pragma: no cover  # running from a source tree without metadata
-        return "unknown"
 
 
 BACKENDS: Final = ("asyncio", "trio")

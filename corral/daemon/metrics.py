@@ -34,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from corral.actors.registry import within
 from corral.actors.timing import Histogram
+from corral.daemon.endpoint import text_page
 from corral.daemon.view import parent_path
 from corral.errors import SupervisorGaveUpError
 from corral.supervisors.core import ChildStatus
@@ -52,6 +53,7 @@ from corral.supervisors.spec import ChildType, ExitKind
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator
 
+    from corral.daemon.endpoint import Page
     from corral.supervisors.statistics import ChildStatistics, SupervisorStatistics
     from corral.supervisors.tree import Tree
 
@@ -63,6 +65,7 @@ __all__ = (
     "ProcessCollector",
     "TreeCollector",
     "exposition",
+    "pages",
     "process_registry",
 )
 
@@ -493,6 +496,25 @@ class ProcessCollector:
 def exposition(collector: TreeCollector, process: CollectorRegistry) -> bytes:
     """The whole text exposition: the tree's and daemon's families, then the process'."""
     return collector.text().encode() + generate_latest(process)
+
+
+def pages(
+    unready: Callable[[], str | None], metrics: Callable[[], bytes]
+) -> dict[str, Callable[[], Page]]:
+    """What the metrics listener serves: ``/metrics``, ``/healthz`` (the loop answers) and
+    ``/readyz`` (503 with *unready*'s reason while it has one)."""
+
+    def healthz() -> Page:
+        return text_page(200, "ok: the event loop answers\n")
+
+    def readyz() -> Page:
+        why = unready()
+        return text_page(200, "ready\n") if why is None else text_page(503, f"not ready: {why}\n")
+
+    def exposition_page() -> Page:
+        return 200, CONTENT_TYPE, metrics()
+
+    return {"/metrics": exposition_page, "/healthz": healthz, "/readyz": readyz}
 
 
 def process_registry() -> CollectorRegistry:

@@ -24,6 +24,9 @@ __all__ = (
     "CHANGES",
     "MAX_DEPTH",
     "MAX_FRAME",
+    "Answer",
+    "CallActor",
+    "CastActor",
     "Code",
     "DeadLetterInfo",
     "DeadLetters",
@@ -54,6 +57,7 @@ __all__ = (
     "decode_request",
     "decode_response",
     "encode",
+    "encode_value",
 )
 
 MAX_FRAME: Final = 1024 * 1024  # bytes in one line, newline included
@@ -76,6 +80,10 @@ class Code(enum.StrEnum):
     START_FAILED = "start_failed"  # the child raised while starting
     INVALID_CONFIG = "invalid_config"  # reload: the file is invalid; nothing was changed
     STOPPING = "stopping"  # the daemon or that supervisor is stopping
+    TIMEOUT = "timeout"  # call: the actor did not answer in time
+    CRASHED = "crashed"  # call: the actor crashed while handling the message
+    NO_REPLY = "no_reply"  # call: the actor deferred its answer and ended without giving it
+    MAILBOX_FULL = "mailbox_full"  # call, cast: the actor's mailbox is full
     INTERNAL = "internal"  # a bug in corral: see the daemon's log
 
 
@@ -166,6 +174,23 @@ class Events(_Request, tag="events", frozen=True):
     follow: bool = True
 
 
+class CallActor(_Request, tag="call", frozen=True):
+    """Send an application message (any JSON value) to the actor at *path* and wait for its
+    answer, at most *timeout* seconds. Only to an actor that accepts socket messages."""
+
+    path: Path
+    message: Any
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+
+
+class CastActor(_Request, tag="cast", frozen=True):
+    """Send an application message (any JSON value) to the actor at *path*, not waiting for
+    it to be handled. Only to an actor that accepts socket messages."""
+
+    path: Path
+    message: Any
+
+
 class Shutdown(_Request, tag="shutdown", frozen=True):
     """Stop the whole tree in reverse order and exit 0."""
 
@@ -190,6 +215,8 @@ Request = (
     | Events
     | Shutdown
     | Metrics
+    | CallActor
+    | CastActor
 )
 
 # The requests that change the tree or the daemon: audited, and worth a note if interrupted.
@@ -203,6 +230,8 @@ CHANGES: Final = (
     DeleteChild,
     Reload,
     Shutdown,
+    CallActor,
+    CastActor,
 )
 
 # -- results ---------------------------------------------------------------------------------
@@ -226,6 +255,14 @@ class Done(_Result, frozen=True, kw_only=True):
     path: str
     done: str  # what happened, for people: "stopped; it stays stopped until `corral start`"
     warning: str | None = None  # e.g. the operator's stop could not be saved
+
+
+class Answer(_Result, frozen=True, kw_only=True):
+    """What an actor answered to ``call`` (any JSON value), or that ``cast`` queued it."""
+
+    path: str
+    answer: Any = None
+    queued: bool = False  # cast: the message is in its mailbox
 
 
 class StatusNode(_Result, frozen=True, kw_only=True):
@@ -331,6 +368,11 @@ def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message) + b"\n"
 
 
+def encode_value(value: object) -> bytes:
+    """Any JSON value as JSON (no newline)."""
+    return _encoder.encode(value)
+
+
 MAX_DEPTH: Final = 32
 """How deeply ``start-child`` args may nest: actors' keyword arguments need a few levels, and
 a value nested 1,000 deep breaks whatever walks it (``repr``, a log line) by recursion."""
@@ -346,6 +388,9 @@ def decode_request(frame: bytes) -> Request:
         raise msgspec.ValidationError(msg) from None
     if isinstance(request, StartChild) and _deeper_than(request.args, MAX_DEPTH):
         msg = f"args nested more than {MAX_DEPTH} levels deep - at `$.args`"
+        raise msgspec.ValidationError(msg)
+    if isinstance(request, CallActor | CastActor) and _deeper_than(request.message, MAX_DEPTH):
+        msg = f"message nested more than {MAX_DEPTH} levels deep - at `$.message`"
         raise msgspec.ValidationError(msg)
     return request
 

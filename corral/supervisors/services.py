@@ -366,6 +366,14 @@ class SupervisorRef:
         """Whether it starts its children from a template (``DynamicSupervisorSpec``)."""
         return isinstance(self._current().spec, DynamicSupervisorSpec)
 
+    def get_childspec(self, child_id: str) -> ChildSpec:
+        """The spec of its child *child_id* (OTP's ``get_childspec/2``).
+
+        Raises:
+            NotFoundError: no such child.
+        """
+        return self._current().core.get(child_id).spec
+
     def which_children(self) -> tuple[ChildInfo, ...]:
         return self._current().core.which_children()
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from corral.supervisors.statistics import SupervisorStatistics
 
 
-__all__ = ("SupervisorRef", "Tree", "open_tree", "run")
+__all__ = ("SupervisorRef", "Tree", "open_tree", "run", "single_exception")
 
 _FAILED: Final = ChildStatus.FAILED
 
@@ -296,7 +296,7 @@ async def open_tree(
     except BaseExceptionGroup as group:
         # One error (the body's, or the root's) comes out as itself, as from a plain call;
         # several stay grouped.
-        leaf = _single(group)
+        leaf = single_exception(group)
         if leaf is None:
             raise
     finally:
@@ -307,7 +307,7 @@ async def open_tree(
         raise tree._failure
 
 
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+def single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The one exception inside nested single-member groups, or None."""
     while len(group.exceptions) == 1:
         inner = group.exceptions[0]

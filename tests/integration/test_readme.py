@@ -17,7 +17,10 @@ def _text() -> str:
 
 
 def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", _text(), flags=re.DOTALL)
+    """The examples run here; a program of its own (``# app.py``, it serves a socket) is run
+    as a program by tests/e2e/test_embedded.py."""
+    blocks = re.findall(r"```python\n(.*?)```", _text(), flags=re.DOTALL)
+    return [block for block in blocks if not block.startswith("# app.py")]
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -43,6 +43,7 @@ def test_all_is_pinned() -> None:
         "LoadedConfig",
         "args_problem",
         "id_problem",
+        "listen_problem",
         "load",
         "load_demo",
         "parse",

@@ -18,6 +18,9 @@ def test_all_is_pinned() -> None:
         "CHANGES",
         "MAX_DEPTH",
         "MAX_FRAME",
+        "Answer",
+        "CallActor",
+        "CastActor",
         "Code",
         "DeadLetterInfo",
         "DeadLetters",
@@ -48,6 +51,7 @@ def test_all_is_pinned() -> None:
         "decode_request",
         "decode_response",
         "encode",
+        "encode_value",
     )
     assert protocol.MAX_FRAME == 1024 * 1024
 
@@ -120,6 +124,16 @@ def test_all_is_pinned() -> None:
         ),
         pytest.param(protocol.Shutdown(), b'{"command":"shutdown"}', id="shutdown"),
         pytest.param(protocol.Metrics(), b'{"command":"metrics"}', id="metrics"),
+        pytest.param(
+            protocol.CallActor(path="/kv", message={"get": "a"}, timeout=2.0),
+            b'{"command":"call","path":"/kv","message":{"get":"a"},"timeout":2.0}',
+            id="call",
+        ),
+        pytest.param(
+            protocol.CastActor(path="/kv", message=["put", "a", 1]),
+            b'{"command":"cast","path":"/kv","message":["put","a",1]}',
+            id="cast",
+        ),
     ],
 )
 def test_request_round_trip(request_: protocol.Request, frame: bytes) -> None:
@@ -134,6 +148,8 @@ def test_every_request_kind_is_covered() -> None:
     """The round-trip table names every command of the Request union."""
     tags = sorted(t.__struct_config__.tag for t in protocol.Request.__args__)
     assert tags == [
+        "call",
+        "cast",
         "dead-letters",
         "delete-child",
         "events",
@@ -166,6 +182,11 @@ def test_every_request_kind_is_covered() -> None:
         ),
         pytest.param(
             b'  {"path": "/a", "command": "stop"}  \n', protocol.Stop(path="/a"), id="any-order"
+        ),
+        pytest.param(
+            b'{"command":"call","path":"/kv","message":null}',
+            protocol.CallActor(path="/kv", message=None, timeout=5.0),
+            id="call-default",
         ),
     ],
 )
@@ -272,6 +293,24 @@ def test_reload_takes_the_documented_dry_run_key() -> None:
             id="not-json",
         ),
         pytest.param(b"", msgspec.DecodeError, "Input data was truncated", id="empty"),
+        pytest.param(
+            b'{"command":"call","path":"/kv","message":1,"timeout":0}',
+            msgspec.ValidationError,
+            "Expected `float` > 0.0 - at `$.timeout`",
+            id="call-timeout-zero",
+        ),
+        pytest.param(
+            b'{"command":"cast","path":"/kv","message":' + b"[" * 40 + b"]" * 40 + b"}",
+            msgspec.ValidationError,
+            "message nested more than 32 levels deep - at `$.message`",
+            id="cast-too-deep",
+        ),
+        pytest.param(
+            b'{"command":"cast","path":"/kv"}',
+            msgspec.ValidationError,
+            "Object missing required field `message`",
+            id="cast-no-message",
+        ),
     ],
 )
 def test_bad_request_frames_fail_to_decode(
@@ -375,6 +414,10 @@ def test_codes_are_stable_strings() -> None:
         "START_FAILED": "start_failed",
         "INVALID_CONFIG": "invalid_config",
         "STOPPING": "stopping",
+        "TIMEOUT": "timeout",
+        "CRASHED": "crashed",
+        "NO_REPLY": "no_reply",
+        "MAILBOX_FULL": "mailbox_full",
         "INTERNAL": "internal",
     }
     assert isinstance(Code.NOT_FOUND, str)  # a StrEnum: formats and encodes as its value
