@@ -13,10 +13,11 @@ import logging
 import math
 import time
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, final, overload
 
 import anyio
 import anyio.lowlevel
+from typing_extensions import TypeVar
 
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.mailbox import DROPPED, EMPTY, QUEUED, YIELD, Mailbox, MailboxFull, Overflow
@@ -63,6 +64,13 @@ DEFAULT_CALL_TIMEOUT = 5.0
 
 F = TypeVar("F")
 
+Req = TypeVar("Req", contravariant=True, default=Any)
+"""What an actor takes (``Actor[Req, Rep]``, ``ActorRef[Req, Rep]``); unsaid: anything."""
+Rep = TypeVar("Rep", covariant=True, default=object)
+"""What its ``call`` answers; unsaid: ``object`` (narrow it where you use it)."""
+R = TypeVar("R")
+P = TypeVar("P")
+
 
 def socket_messages(actor: F) -> F:
     """Mark a function actor (or an ``Actor`` class) as taking messages from the control
@@ -93,10 +101,12 @@ class ActorLogger(logging.LoggerAdapter):  # type: ignore[type-arg]  # stdlib ge
         return msg, kwargs
 
 
-class Actor:
+class Actor(Generic[Req, Rep]):
     """Base class for actors that handle one message at a time.
 
     Override ``handle``; its return value is the reply to a ``call`` (ignored for a ``cast``).
+    ``Actor[Req, Rep]`` says what it takes and answers, for the type checker: ``lookup(path,
+    ThatActor)`` then gives an ``ActorRef[Req, Rep]``, whose ``call`` is typed.
     ``self.ctx`` is set before ``on_start`` runs. ``on_start`` runs before the actor counts as
     started (the supervisor starts the next child only after it returns); ``on_stop`` runs when
     the incarnation ends, except on a brutal stop, shielded from cancellation for at most the
@@ -123,7 +133,7 @@ class Actor:
     async def on_start(self) -> None:
         """Prepare before the first message; raising here is a start failure."""
 
-    async def handle(self, message: object) -> object:
+    async def handle(self, message: Req) -> Rep:
         """Handle one message; raising crashes this incarnation and dead-letters the message."""
         raise NotImplementedError
 
@@ -369,8 +379,12 @@ _DONE: Final = _Done()
 
 
 @final
-class ActorRef:
-    """How to reach an actor: ``cast`` and ``call``. Valid across restarts of the actor."""
+class ActorRef(Generic[Req, Rep]):
+    """How to reach an actor: ``cast`` and ``call``. Valid across restarts of the actor.
+
+    ``ActorRef[Req, Rep]`` takes ``Req`` messages and answers ``Rep`` to a ``call``, for the
+    type checker only (nothing is checked at run time); ``lookup(path, ActorClass)`` or
+    ``lookup(path, ActorRef[Req, Rep])`` gives one."""
 
     __slots__ = ("_cell",)
 
@@ -409,7 +423,7 @@ class ActorRef:
         )
         return MailboxFullError(msg, path=cell.path)
 
-    def cast(self, message: object, *, fail_fast: bool = False) -> Awaitable[None]:
+    def cast(self, message: Req, *, fail_fast: bool = False) -> Awaitable[None]:
         """Queue *message*; ``await`` the result, which waits only for room in a full mailbox
         that blocks (and, every ``SEND_FAIR_EVERY`` sends, for one scheduler pass).
 
@@ -447,7 +461,7 @@ class ActorRef:
         self._check()  # stopped for good while this sender waited: the message is not taken
         cell.mailbox.put_nowait(message)
 
-    def cast_nowait(self, message: object, *, fail_fast: bool = False) -> None:
+    def cast_nowait(self, message: Req, *, fail_fast: bool = False) -> None:
         """Like ``cast`` without waiting: a full blocking mailbox raises ``MailboxFullError``."""
         cell = self._check()
         if fail_fast:
@@ -461,11 +475,11 @@ class ActorRef:
 
     async def call(
         self,
-        message: object,
+        message: Req,
         *,
         timeout: float = DEFAULT_CALL_TIMEOUT,  # noqa: ASYNC109  # a call's contract (gen_server:call)
         fail_fast: bool = False,
-    ) -> object:
+    ) -> Rep:
         """Send *message* and wait for the reply, for at most *timeout* seconds in all.
 
         Raises:
@@ -511,7 +525,7 @@ class ActorRef:
             raise self._timeout(cell, timeout)
         if timings is not None:  # answered calls only: a timeout is its own error
             timings.calls.observe(time.perf_counter() - sent)
-        return reply
+        return reply  # type: ignore[return-value]  # what its handle returns: Rep, by its type
 
     def _timeout(self, cell: ActorCell, timeout: float) -> CallTimeoutError:
         msg = f"call to {cell.path} timed out after {timeout} s"
@@ -626,8 +640,17 @@ class Context:
     def ref(self) -> ActorRef:
         return self._cell.ref
 
-    def lookup(self, path: str) -> ActorRef:
-        """The actor at *path* in this tree (``UnknownPathError`` if none)."""
+    @overload
+    def lookup(self, path: str) -> ActorRef: ...
+
+    @overload
+    def lookup(
+        self, path: str, expected: type[Actor[R, P]] | type[ActorRef[R, P]]
+    ) -> ActorRef[R, P]: ...
+
+    def lookup(self, path: str, expected: object = None) -> ActorRef[Any, Any]:
+        """The actor at *path* in this tree (``UnknownPathError`` if none). *expected* (its
+        ``Actor[Req, Rep]`` class, or ``ActorRef[Req, Rep]``) types the reference."""
         return self._cell.registry.lookup(path)
 
     def supervisor(self, path: str | None = None) -> SupervisorRef:

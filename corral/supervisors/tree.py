@@ -11,11 +11,11 @@ import math
 import random as _random
 from collections import Counter
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
 import anyio
 
-from corral.actors.actor import ActorRef, Call
+from corral.actors.actor import Actor, ActorRef, Call
 from corral.actors.registry import join_path
 from corral.errors import CorralError, StartError, UnknownPathError
 from corral.supervisors.core import ChildStatus
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = ("SupervisorRef", "Tree", "open_tree", "run", "single_exception")
 
+R = TypeVar("R")
+P = TypeVar("P")
+
 _FAILED: Final = ChildStatus.FAILED
 
 
@@ -61,8 +64,21 @@ class Tree:
     def events(self) -> EventBus:
         return self.services.bus
 
-    def lookup(self, path: str) -> ActorRef:
-        """The actor at *path*, e.g. ``/workers/db`` (``UnknownPathError`` if none)."""
+    @overload
+    def lookup(self, path: str) -> ActorRef: ...
+
+    @overload
+    def lookup(
+        self, path: str, expected: type[Actor[R, P]] | type[ActorRef[R, P]]
+    ) -> ActorRef[R, P]: ...
+
+    def lookup(self, path: str, expected: object = None) -> ActorRef[Any, Any]:
+        """The actor at *path*, e.g. ``/workers/db`` (``UnknownPathError`` if none).
+
+        *expected* types the reference for the type checker, and only for it: the actor's
+        ``Actor[Req, Rep]`` class gives an ``ActorRef[Req, Rep]`` (so does
+        ``ActorRef[Req, Rep]`` itself, for a function actor).
+        """
         return self.services.registry.lookup(path)
 
     def supervisor(self, path: str = "/") -> SupervisorRef:
