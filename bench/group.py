@@ -32,6 +32,7 @@ import anyio.lowlevel
 import trio
 
 import corral
+from bench import population
 
 __all__ = (
     "corral_awake_start",
@@ -220,25 +221,8 @@ async def raw_asyncio_group(n: int, restarts: int) -> float:
 
 
 async def raw_asyncio_spawn(n: int) -> float:
-    parked = 0
-    all_parked = asyncio.Event()
-
-    async def idle(queue: asyncio.Queue[object]) -> None:
-        nonlocal parked
-        parked += 1
-        if parked == n:
-            all_parked.set()
-        await queue.get()
-
-    began = time.perf_counter()
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(idle(asyncio.Queue(1024))) for _ in range(n)]
-        await all_parked.wait()
-        await asyncio.sleep(0)
-        up = time.perf_counter()
-        for task in tasks:
-            task.cancel()
-    return up - began
+    """The ``lifecycle`` baseline's start: *n* tasks spawned, each parked on its queue."""
+    return (await population.raw_asyncio_timings(n)).start
 
 
 # -- by hand on trio -----------------------------------------------------------------------
@@ -293,25 +277,5 @@ async def raw_trio_group(n: int, restarts: int) -> float:
 
 
 async def raw_trio_spawn(n: int) -> float:
-    parked = 0
-    all_parked = trio.Event()
-
-    async def idle(receive: trio.MemoryReceiveChannel[object]) -> None:
-        nonlocal parked
-        parked += 1
-        if parked == n:
-            all_parked.set()
-        await receive.receive()
-
-    senders = []
-    began = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(n):
-            send, receive = trio.open_memory_channel[object](1024)
-            senders.append(send)
-            nursery.start_soon(idle, receive)
-        await all_parked.wait()
-        await trio.lowlevel.checkpoint()
-        up = time.perf_counter()
-        nursery.cancel_scope.cancel()
-    return up - began
+    """The ``lifecycle`` baseline's start: *n* tasks spawned, each parked on its channel."""
+    return (await population.raw_trio_timings(n)).start

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.e2e.support import ROOT, TIMEOUT, Daemon, run_cli, write_config
+from tests.integration.support import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,13 +35,6 @@ def readme_app(backend: str, port: int) -> str:
     assert app.rstrip().endswith("anyio.run(main)")
     app = app.replace('"127.0.0.1:9811"', f'"127.0.0.1:{port}"')
     return app.replace("anyio.run(main)", f"anyio.run(main, backend={backend!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @pytest.fixture

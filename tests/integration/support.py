@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING, TypeVar, final
 
 import anyio
@@ -66,6 +67,14 @@ class EventLog:
     def summary(self, *kinds: type[corral.Event]) -> list[tuple[str, str]]:
         """``(event type name, path)`` of the events of *kinds* (default: all), in order."""
         return summary(self.events, *kinds)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picked it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def _matches(event: corral.Event, path: str, fields: dict[str, object]) -> bool:

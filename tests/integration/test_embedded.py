@@ -14,7 +14,7 @@ import pytest
 
 import corral
 from corral.daemon.control import DaemonError
-from tests.integration.support import HANG_GUARD
+from tests.integration.support import HANG_GUARD, free_port
 from tests.integration.test_daemon import Connection
 
 if TYPE_CHECKING:
@@ -80,13 +80,6 @@ def tree(
 
 def handled(running: corral.Tree, path: str) -> int:
     return next(c.handled for c in running.statistics().children if c.path == path)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @pytest.fixture
