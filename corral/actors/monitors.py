@@ -19,7 +19,7 @@ import attrs
 from corral.actors.mailbox import MailboxFull
 
 if TYPE_CHECKING:
-    from corral.actors.actor import ActorCell
+    from corral.actors.cell import ActorCell
 
 __all__ = ("Down", "Monitor")
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, final
 from corral.errors import UnknownPathError
 
 if TYPE_CHECKING:
-    from corral.actors.actor import ActorCell, ActorRef
+    from corral.actors.cell import ActorCell, ActorRef
 
 __all__ = ("Registry", "join_path", "within")
 

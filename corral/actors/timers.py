@@ -30,7 +30,7 @@ from corral.actors.mailbox import MailboxFull
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-    from corral.actors.actor import ActorCell
+    from corral.actors.cell import ActorCell
 
     Spawn = Callable[[Callable[[], Coroutine[object, object, None]]], object]
 

@@ -34,7 +34,7 @@ from corral.supervisors.spec import DynamicSupervisorSpec, RestartType, Supervis
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from corral.actors.actor import ActorRef
+    from corral.actors.cell import ActorRef
     from corral.supervisors.events import Event
     from corral.supervisors.services import SupervisorRef
     from corral.supervisors.spec import ChildSpec

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from corral.actors.actor import ActorCell
+from corral.actors.cell import ActorCell
 
 if TYPE_CHECKING:
     from types import FrameType

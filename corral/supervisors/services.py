@@ -21,7 +21,7 @@ from corral.supervisors.spec import ChildSpec, DynamicSupervisorSpec, Supervisor
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping
 
-    from corral.actors.actor import ActorCell
+    from corral.actors.cell import ActorCell
     from corral.supervisors.core import ChildInfo, Counts, SupervisorCore
     from corral.supervisors.reconfigure import Reconfiguration
     from corral.supervisors.statistics import SupervisorStatistics

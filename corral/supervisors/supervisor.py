@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, final
 import anyio
 import anyio.abc
 
-from corral.actors.actor import Call
+from corral.actors.cell import Call
 from corral.actors.registry import join_path
 from corral.errors import (
     StartError,

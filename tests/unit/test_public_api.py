@@ -26,6 +26,7 @@ MODULES = {
     "corral.actors.mailbox": 10,
     "corral.actors.waiter": 4,
     "corral.actors.actor": 11,
+    "corral.actors.cell": 7,
     "corral.actors.registry": 3,
     "corral.actors.deadletter": 2,
     "corral.actors.timing": 5,
