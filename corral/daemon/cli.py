@@ -424,7 +424,9 @@ def cmd_start_child(args: argparse.Namespace) -> int:
         return _usage(f"--args must be a JSON object: {exc}")
     if not isinstance(child_args, dict):
         return _usage("--args must be a JSON object, e.g. '{\"port\": 8080}'")
-    request = protocol.StartChild(supervisor=args.supervisor, id=args.id, args=child_args)
+    request = protocol.StartChild(
+        supervisor=args.supervisor, id=args.id, args=child_args, wait=args.wait
+    )
     with _client(args, timeout=None) as client:
         done = client.call(request)
     print(f"{done['path']}: {done['done']}")
@@ -616,14 +618,17 @@ def _text(most: int) -> Callable[[str], str]:
     return parse
 
 
-def _seconds(most: float) -> Callable[[str], float]:
+def _seconds(most: float, *, zero: bool = False) -> Callable[[str], float]:
+    """Seconds above 0 (from 0 with *zero*), at most *most*."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = -1.0
-        if not 0 < value <= most:  # NaN too
-            msg = f"expected seconds above 0, at most {most:g}, got {text!r}"
+        if not (0 <= value if zero else 0 < value) or not value <= most:  # NaN too
+            least = "from 0" if zero else "above 0"
+            msg = f"expected seconds {least}, at most {most:g}, got {text!r}"
             raise argparse.ArgumentTypeError(msg)
         return value
 
@@ -689,6 +694,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("supervisor", metavar="SUPERVISOR")
     p.add_argument("--id", type=_child_id, help="the child's id (default: the next number)")
     p.add_argument("--args", default="{}", help="JSON object merged into the template's args")
+    p.add_argument(
+        "--wait",
+        type=_seconds(3600, zero=True),
+        default=0.0,
+        metavar="SECONDS",
+        help="when it is full (max-children), wait this long for a free slot, first come first"
+        " served (default 0: fail at once)",
+    )
     p = add("call", cmd_call, "send an actor a message (JSON) and print its answer (JSON)")
     p.add_argument("path", metavar="PATH")
     p.add_argument("message", metavar="MESSAGE", help="any JSON value, e.g. '{\"get\": 1}'")

@@ -208,7 +208,7 @@ class TreeCommands:
         return self._done(path, "killed; its supervisor decides what comes next")
 
     async def start_child(
-        self, supervisor: str, child_id: str | None, args: dict[str, object]
+        self, supervisor: str, child_id: str | None, args: dict[str, object], wait: float = 0.0
     ) -> protocol.Done:
         tree = self._tree()
         sup = tree.supervisor(view.normalize(supervisor))
@@ -234,7 +234,7 @@ class TreeCommands:
                 problem = args_problem(target, {**child.args, **args}, name)
                 if problem is not None:
                     raise SpecError(problem)
-        started = await sup.start_child(args=args, id=child_id)
+        started = await sup.start_child(args=args, id=child_id, wait=wait)
         if started is None:  # declined (corral.Ignore): a dynamic child is not kept
             declined = sup.path.rstrip("/") + "/" + (child_id or "?")
             return self._done(declined, "declined to start (corral.Ignore): not kept")

@@ -513,8 +513,8 @@ class ControlServer:
                 return await commands.restart(path)
             case protocol.Kill(path=path, reason=reason):
                 return await commands.kill(path, reason)
-            case protocol.StartChild(supervisor=supervisor, id=child_id, args=args):
-                return await commands.start_child(supervisor, child_id, args)
+            case protocol.StartChild(supervisor=supervisor, id=child_id, args=args, wait=wait):
+                return await commands.start_child(supervisor, child_id, args, wait)
             case protocol.TerminateChild(path=path):
                 return await commands.terminate_child(path)
             case protocol.DeleteChild(path=path):

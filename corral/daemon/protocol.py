@@ -132,11 +132,13 @@ class Kill(_Request, tag="kill", frozen=True):
 
 
 class StartChild(_Request, tag="start-child", frozen=True):
-    """Start a child of a dynamic supervisor from its template, with *args* merged in."""
+    """Start a child of a dynamic supervisor from its template, with *args* merged in; a full
+    one (``max_children``) is waited on for a free slot for *wait* seconds (0: not at all)."""
 
     supervisor: Path
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern="^[^/]+$")] | None = None
     args: dict[str, Any] = msgspec.field(default_factory=dict)
+    wait: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
 
 
 class TerminateChild(_Request, tag="terminate-child", frozen=True):

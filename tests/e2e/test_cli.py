@@ -280,6 +280,12 @@ def test_dynamic_supervisor_children(workdir: Path, backend: str, daemons: list[
         1,
         "corral: /pool: ERROR (max_children) supervisor '/pool' already has max_children=2\n",
     )
+    waited = d.cli("start-child", "/pool", "--wait", "0.2")
+    assert (waited.rc, waited.err) == (
+        1,
+        "corral: /pool: ERROR (max_children) supervisor '/pool' already has max_children=2"
+        " (waited 0.2 s for a free slot)\n",
+    )
     pool = d.cli("status", "/pool", "--json").json()
     assert [(c["path"], c["state"]) for c in pool["children"]] == [
         ("/pool/1", "running"),
@@ -503,6 +509,8 @@ def test_usage_errors_exit_2(workdir: Path, backend: str) -> None:
         (("start-child", "/pool", "--id", "x/y"), "child id 'x/y' is not usable in a path"),
         (("start-child", "/pool", "--id", ".."), "child id '..' is not usable in a path"),
         (("kill", "/a", "--reason", "x" * 1025), "at most 1024 characters, got 1025"),
+        (("start-child", "/pool", "--wait", "-1"), "expected seconds from 0, at most 3600"),
+        (("call", "/a", '"x"', "--timeout", "nan"), "expected seconds above 0, at most 3600"),
     ):
         result = run_cli("--socket", sock, *argv)
         assert result.rc == 2, argv

@@ -81,13 +81,14 @@ def test_all_is_pinned() -> None:
         ),
         pytest.param(
             protocol.StartChild(supervisor="/pool"),
-            b'{"command":"start-child","supervisor":"/pool","id":null,"args":{}}',
+            b'{"command":"start-child","supervisor":"/pool","id":null,"args":{},"wait":0.0}',
             id="start-child",
         ),
         pytest.param(
-            protocol.StartChild(supervisor="/pool", id="w1", args={"port": 8080}),
-            b'{"command":"start-child","supervisor":"/pool","id":"w1","args":{"port":8080}}',
-            id="start-child-id-args",
+            protocol.StartChild(supervisor="/pool", id="w1", args={"port": 8080}, wait=2.5),
+            b'{"command":"start-child","supervisor":"/pool","id":"w1","args":{"port":8080},'
+            b'"wait":2.5}',
+            id="start-child-id-args-wait",
         ),
         pytest.param(
             protocol.TerminateChild(path="/p/1"),
