@@ -12,6 +12,7 @@ import contextlib
 import enum
 import grp
 import json
+import math
 import os
 import pwd
 import socket
@@ -626,9 +627,10 @@ def _seconds(most: float, *, zero: bool = False) -> Callable[[str], float]:
             value = float(text)
         except ValueError:
             value = -1.0
-        if not (0 <= value if zero else 0 < value) or not value <= most:  # NaN too
-            least = "from 0" if zero else "above 0"
-            msg = f"expected seconds {least}, at most {most:g}, got {text!r}"
+        least = 0.0 if zero else math.ulp(0.0)  # above 0: the smallest float that is
+        if not least <= value <= most:  # NaN too
+            lowest = "from 0" if zero else "above 0"
+            msg = f"expected seconds {lowest}, at most {most:g}, got {text!r}"
             raise argparse.ArgumentTypeError(msg)
         return value
 
