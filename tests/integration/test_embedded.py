@@ -74,6 +74,7 @@ def tree(
             corral.ChildSpec("private", Private),
             corral.ChildSpec("collector", collector, args=collected),
             corral.ChildSpec("pool", corral.DynamicSupervisorSpec(corral.ChildSpec("w", Kv))),
+            corral.ChildSpec("tiny", Kv, mailbox=corral.MailboxSpec(capacity=1)),
         ]
     )
 
@@ -110,6 +111,7 @@ async def test_the_socket_answers_as_the_daemons_does(sock: Path) -> None:
                     "/private",
                     "/collector",
                     "/pool",
+                    "/tiny",
                 ]
                 assert {c["state"] for c in status["children"]} == {"running"}
                 why = await conn.ok("why", path="/kv")
@@ -120,6 +122,7 @@ async def test_the_socket_answers_as_the_daemons_does(sock: Path) -> None:
                     "/private",
                     "/collector",
                     "/pool",
+                    "/tiny",
                 ]
                 started = await conn.ok("start-child", supervisor="/pool", id="one")
                 assert started == {"path": "/pool/one", "done": "started"}
@@ -185,6 +188,22 @@ async def test_call_errors_have_their_own_codes(sock: Path) -> None:
                 assert handled(running, "/kv") >= 1
 
 
+async def test_a_full_mailbox_refuses_a_cast_at_once(sock: Path) -> None:
+    """cast never waits for room: a full mailbox answers mailbox_full."""
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(tree(), control_socket=sock):
+            async for conn in connect(sock):
+                code, _ = await conn.error("call", path="/tiny", message="slow", timeout=0.05)
+                assert code == "timeout"  # /tiny is busy for good now
+                assert await conn.ok("cast", path="/tiny", message=1) == {
+                    "path": "/tiny",
+                    "queued": True,
+                }
+                code, message = await conn.error("cast", path="/tiny", message=2)
+                assert code == "mailbox_full"
+                assert message.startswith("mailbox of /tiny is full (1 messages")
+
+
 async def test_call_and_cast_are_audited_without_their_content(
     sock: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -240,7 +259,7 @@ async def test_metrics_listen_serves_metrics_healthz_and_readyz() -> None:
             await running.lookup("/kv").call({"get": "a"})
             status, body = await http_get(port, "/metrics")
             assert status == 200
-            assert 'corral_children{supervisor="/",state="running"} 4' in body
+            assert 'corral_children{supervisor="/",state="running"} 5' in body
             assert 'corral_messages_handled_total{path="/kv"} 1' in body
             assert (await http_get(port, "/healthz"))[0] == 200
             assert await http_get(port, "/readyz") == (200, "ready\n")
