@@ -30,7 +30,7 @@ from corral.supervisors.tree import open_tree as _open_tree
 from corral.supervisors.tree import single_exception
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from corral.daemon import protocol
     from corral.daemon.commands import TreeCommands
@@ -65,6 +65,7 @@ async def open_tree(
     host = EmbeddedHost(spec, control_socket, metrics_listen)
     await host.bind()
     observers = (*options.pop("observers", ()), *host.observers())
+    host.on_open = options.pop("on_open", None)  # the caller's, called after the host's
     if metrics_listen is not None:
         options.setdefault("timings", True)  # handling times and call latencies: metrics
     leaf: BaseException | None = None
@@ -132,6 +133,7 @@ class EmbeddedHost:
             lambda: self.unready() is None,
         )
         self.process = process_registry()
+        self.on_open: Callable[[Tree], None] | None = None
         self.server: ControlServer | None = None
         self.endpoint: Endpoint | None = None
 
@@ -186,6 +188,8 @@ class EmbeddedHost:
 
     def opened(self, tree: Tree) -> None:
         self._opened = tree
+        if self.on_open is not None:
+            self.on_open(tree)
 
     def unready(self) -> str | None:
         if self.tree is None:

@@ -97,9 +97,12 @@ async def connect(path: Path) -> AsyncIterator[Connection]:
 
 
 async def test_the_socket_answers_as_the_daemons_does(sock: Path) -> None:
-    """ping, status, why and events answer for a library program's tree."""
+    """ping, status, why and events answer for a library program's tree (open_tree's own
+    arguments, on_open here, still work)."""
+    opened: list[corral.Tree] = []
     with anyio.fail_after(HANG_GUARD):
-        async with corral.open_tree(tree(), control_socket=sock) as running:
+        async with corral.open_tree(tree(), control_socket=sock, on_open=opened.append) as running:
+            assert opened == [running]
             assert os.stat(sock).st_mode & 0o777 == 0o600
             async for conn in connect(sock):
                 pong = await conn.ok("ping")
