@@ -134,9 +134,14 @@ def _check(info: os.stat_result, path: Path, me: int, *, last: bool) -> None:
         raise UnsafeDirectoryError(msg)
     writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     if writable and (last or not info.st_mode & stat.S_ISVTX):
+        fix = (  # a shared directory such as /tmp must stay shared: never chmod it
+            "it is shared (sticky, as /tmp): choose a directory of your own, such as ./run"
+            if info.st_mode & stat.S_ISVTX
+            else f"chmod go-w {path}, or choose another directory"
+        )
         msg = (
             f"{path} is writable by {'others' if info.st_mode & stat.S_IWOTH else 'its group'}"
             f" (mode {stat.S_IMODE(info.st_mode):04o}): they could redirect what the daemon"
-            f" writes; chmod go-w {path}, or choose another directory"
+            f" writes; {fix}"
         )
         raise UnsafeDirectoryError(msg)

@@ -161,10 +161,14 @@ def test_a_directory_others_may_write_is_refused(tmp_path: Path, mode: int, who:
     directory.chmod(mode)
     with pytest.raises(StateError) as info:
         StateFile(directory).load()
+    fix = (
+        "it is shared (sticky, as /tmp): choose a directory of your own, such as ./run"
+        if mode & 0o1000
+        else f"chmod go-w {directory}, or choose another directory"
+    )
     assert str(info.value) == (
         f"state directory {directory}: {directory} is writable by {who} (mode {mode:04o}):"
-        f" they could redirect what the daemon writes; chmod go-w {directory}, or choose"
-        " another directory"
+        f" they could redirect what the daemon writes; {fix}"
     )
 
 
