@@ -1745,7 +1745,7 @@ async def test_commands_are_audited_in_the_log(
         },
         {
             "message": f"audit: uid {os.getuid()} (pid {os.getpid()}) start-child"
-            " supervisor='/group' id=None args={}: error unsupported",
+            " supervisor='/group' id=None args={} wait=0.0: error unsupported",
             "uid": os.getuid(),
             "pid": os.getpid(),
             "command": "start-child",
