@@ -370,8 +370,10 @@ class ActorRef(Generic[Req, Rep]):
         self._check()  # stopped for good while this sender waited: the message is not taken
         cell.mailbox.put_nowait(message)
 
-    def cast_nowait(self, message: Req, *, fail_fast: bool = False) -> None:
-        """Like ``cast`` without waiting: a full blocking mailbox raises ``MailboxFullError``."""
+    def cast_nowait(self, message: Req, *, fail_fast: bool = False) -> bool:
+        """Like ``cast`` without waiting: a full blocking mailbox raises ``MailboxFullError``.
+        Returns whether it was queued: False when a full drop-newest mailbox dropped it (it
+        is a dead letter, ``dropped``)."""
         cell = self._check()
         if fail_fast:
             self._restarting(cell)
@@ -381,6 +383,7 @@ class ActorRef(Generic[Req, Rep]):
             raise self._full(cell) from None
         if not queued:
             cell.dead_letter(message, "dropped", None)
+        return queued
 
     async def call(
         self,

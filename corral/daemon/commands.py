@@ -22,8 +22,10 @@ from corral.actors.registry import within
 from corral.daemon import protocol, view
 from corral.daemon.config import args_problem, id_problem
 from corral.errors import (
+    ActorCrashedError,
     ActorNotRunningError,
     CorralError,
+    MailboxFullError,
     RunningError,
     SpecError,
     UnknownPathError,
@@ -296,7 +298,13 @@ class TreeCommands:
     async def call(self, path: str, message: object, seconds: float) -> protocol.Answer:
         """``corral call``: the actor's answer, which must be JSON (it was handled anyway)."""
         ref, path = self._accepting(path)
-        answer = await ref.call(message, timeout=seconds)
+        try:
+            answer = await ref.call(message, timeout=seconds)
+        except CorralError:
+            raise
+        except Exception as exc:  # a deferred reply failed with the actor's own error
+            msg = f"{path} answered with an error: {exc!r}"
+            raise ActorCrashedError(msg, path=path) from exc
         try:
             _json.encode(answer)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -310,5 +318,7 @@ class TreeCommands:
     async def cast(self, path: str, message: object) -> protocol.Answer:
         """``corral cast``: queued in the actor's mailbox (a full one refuses it at once)."""
         ref, path = self._accepting(path)
-        ref.cast_nowait(message)
+        if not ref.cast_nowait(message):  # its mailbox drops the newest when full
+            msg = f"mailbox of {path} is full (drop-newest): the message was dropped"
+            raise MailboxFullError(msg, path=path)
         return protocol.Answer(path=path, queued=True)

@@ -484,7 +484,8 @@ class ControlServer:
                 return _error(code, str(exc))
         if isinstance(exc, CorralError):  # pragma: no cover  # every CorralError is mapped
             return _error(protocol.Code.INTERNAL, str(exc))
-        log.exception("internal error while answering %r", request)
+        # the request's type only: its fields may be an application message (secrets)
+        log.exception("internal error while answering a %s request", _tag(request))
         return _error(protocol.Code.INTERNAL, f"internal error: {exc!r} (see the daemon's log)")
 
     async def _dispatch(self, request: protocol.Request) -> object:  # one per command
@@ -552,6 +553,10 @@ class ControlServer:
                     if scope.cancelled_caught:
                         break  # a client that does not read: drop it
             tg.cancel_scope.cancel()
+
+
+def _tag(request: protocol.Request) -> str:
+    return str(type(request).__struct_config__.tag)
 
 
 class _Summary:

@@ -63,13 +63,13 @@ async def open_tree(
             yield tree
         return
     host = EmbeddedHost(spec, control_socket, metrics_listen)
-    await host.bind()
-    observers = (*options.pop("observers", ()), *host.observers())
-    host.on_open = options.pop("on_open", None)  # the caller's, called after the host's
-    if metrics_listen is not None:
-        options.setdefault("timings", True)  # handling times and call latencies: metrics
     leaf: BaseException | None = None
     try:
+        await host.bind()  # inside the try: a bind cut short is undone too
+        observers = (*options.pop("observers", ()), *host.observers())
+        host.on_open = options.pop("on_open", None)  # the caller's, called after the host's
+        if metrics_listen is not None:
+            options.setdefault("timings", True)  # handling times and call latencies: metrics
         async with anyio.create_task_group() as tg:
             host.serve(tg)
             try:

@@ -334,7 +334,7 @@ class SupervisorChildren(SupervisorState):
     def _wake_dormant(self, slot: Slot) -> None:
         """The first message reached a dormant actor: give it its task now."""
         target = slot.dormant
-        if target is None or self._runners is None:  # pragma: no cover  # cleared before
+        if target is None or self._runners is None:  # pragma: no cover  # released first
             return
         slot.dormant = None
         self._spawn(slot, self._run_worker, target, None)
@@ -489,19 +489,21 @@ class SupervisorChildren(SupervisorState):
         Idle class actors without ``on_stop`` are stopped in batches (``_stop_in_order``).
         """
         alive = self.core.give_up_all()
-        if self.core.dynamic:
-            batch: list[str] = []
-            async with anyio.create_task_group() as tg:
-                for child_id in alive:
-                    if self._is_quiet(child_id):
-                        batch.append(child_id)
-                    else:
-                        tg.start_soon(self._stop_child, child_id)
-                await self._stop_quietly(batch)
-        else:
-            await self._stop_in_order(alive)
-        for slot in self.slots.values():
-            self._release(slot)
+        try:
+            if self.core.dynamic:
+                batch: list[str] = []
+                async with anyio.create_task_group() as tg:
+                    for child_id in alive:
+                        if self._is_quiet(child_id):
+                            batch.append(child_id)
+                        else:
+                            tg.start_soon(self._stop_child, child_id)
+                    await self._stop_quietly(batch)
+            else:
+                await self._stop_in_order(alive)
+        finally:  # cut short by the stop deadline too: no dormant actor may wake up later
+            for slot in self.slots.values():
+                self._release(slot)
         # Cells stay open: whoever decides this supervisor is gone for good (its parent
         # forgetting, terminating or deleting it, or the tree stopping) closes them, and a
         # supervisor restarted by its parent finds its children's mailboxes as they were.

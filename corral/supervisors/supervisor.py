@@ -147,6 +147,7 @@ class Supervisor(SupervisorRequests):
                             on_stopped()
                 watch.cancel_scope.cancel()
         finally:
+            self._runners = None  # nothing is spawned for this supervisor any more
             self._deregister()  # also when the task groups themselves failed
         if boot_error is not None:
             raise boot_error

@@ -49,6 +49,17 @@ class Kv(corral.Actor):
         return {"unknown": message}
 
 
+class Deferring(corral.Actor):
+    """Answers every call later, with an error of its own (a deferred reply that fails)."""
+
+    socket_messages = True
+
+    async def handle(self, message: object) -> object:
+        reply = self.ctx.defer()
+        reply.fail(ValueError("no such key"))
+        return None
+
+
 class Private(corral.Actor):
     """Does not say it takes socket messages."""
 
@@ -75,6 +86,12 @@ def tree(
             corral.ChildSpec("collector", collector, args=collected),
             corral.ChildSpec("pool", corral.DynamicSupervisorSpec(corral.ChildSpec("w", Kv))),
             corral.ChildSpec("tiny", Kv, mailbox=corral.MailboxSpec(capacity=1)),
+            corral.ChildSpec(
+                "dropping",
+                Kv,
+                mailbox=corral.MailboxSpec(capacity=1, overflow=corral.Overflow.DROP_NEWEST),
+            ),
+            corral.ChildSpec("deferring", Deferring),
         ]
     )
 
@@ -115,6 +132,8 @@ async def test_the_socket_answers_as_the_daemons_does(sock: Path) -> None:
                     "/collector",
                     "/pool",
                     "/tiny",
+                    "/dropping",
+                    "/deferring",
                 ]
                 assert {c["state"] for c in status["children"]} == {"running"}
                 why = await conn.ok("why", path="/kv")
@@ -126,6 +145,8 @@ async def test_the_socket_answers_as_the_daemons_does(sock: Path) -> None:
                     "/collector",
                     "/pool",
                     "/tiny",
+                    "/dropping",
+                    "/deferring",
                 ]
                 started = await conn.ok("start-child", supervisor="/pool", id="one")
                 assert started == {"path": "/pool/one", "done": "started"}
@@ -207,6 +228,33 @@ async def test_a_full_mailbox_refuses_a_cast_at_once(sock: Path) -> None:
                 assert message.startswith("mailbox of /tiny is full (1 messages")
 
 
+async def test_a_dropped_cast_and_a_failed_deferred_reply_say_so(
+    sock: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A drop-newest mailbox that drops the cast answers mailbox_full, not queued; an actor
+    that answers with its own error is `crashed`, and nothing of the message is logged."""
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(tree(), control_socket=sock) as running:
+            async for conn in connect(sock):
+                code, _ = await conn.error("call", path="/dropping", message="slow", timeout=0.05)
+                assert code == "timeout"  # busy for good: its one place fills next
+                assert (await conn.ok("cast", path="/dropping", message=1))["queued"] is True
+                code, message = await conn.error("cast", path="/dropping", message=2)
+                assert (code, message) == (
+                    "mailbox_full",
+                    "mailbox of /dropping is full (drop-newest): the message was dropped",
+                )
+                assert [d.reason for d in running.dead_letters("/dropping")] == ["dropped"]
+                code, message = await conn.error(
+                    "call", path="/deferring", message={"password": "hunter2"}
+                )
+                assert (code, message) == (
+                    "crashed",
+                    "/deferring answered with an error: ValueError('no such key')",
+                )
+    assert not any("hunter2" in r.getMessage() for r in caplog.records)
+
+
 async def test_call_and_cast_are_audited_without_their_content(
     sock: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -262,10 +310,23 @@ async def test_metrics_listen_serves_metrics_healthz_and_readyz() -> None:
             await running.lookup("/kv").call({"get": "a"})
             status, body = await http_get(port, "/metrics")
             assert status == 200
-            assert 'corral_children{supervisor="/",state="running"} 5' in body
+            assert 'corral_children{supervisor="/",state="running"} 7' in body
             assert 'corral_messages_handled_total{path="/kv"} 1' in body
             assert (await http_get(port, "/healthz"))[0] == 200
             assert await http_get(port, "/readyz") == (200, "ready\n")
+
+
+async def test_the_socket_is_removed_when_open_tree_fails_before_the_tree(sock: Path) -> None:
+    """An error after the socket is made (here: a bad argument of open_tree's own) removes
+    it again, so that the next open_tree on that path works."""
+    with pytest.raises(TypeError):
+        async with corral.open_tree(tree(), control_socket=sock, observers=5):
+            pytest.fail("started")  # pragma: no cover
+    assert not await anyio.Path(sock).exists()
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(tree(), control_socket=sock):
+            async for conn in connect(sock):
+                assert (await conn.ok("status"))["state"] == "running"
 
 
 async def test_bad_addresses_are_errors_before_anything_starts(sock: Path) -> None:

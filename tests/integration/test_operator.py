@@ -1062,3 +1062,44 @@ async def test_a_reload_that_restarts_a_held_supervisor_keeps_its_hold() -> None
             assert tree.held == {"/g"}
             assert statuses(sup) == {"g": STOPPED}
     assert seen == [frozenset({"/g"})]
+
+
+class LongOnStop(corral.Actor):
+    """Its on_stop takes long: a kill's deadline cuts its supervisor's stop short."""
+
+    async def handle(self, message: object) -> object:
+        return message
+
+    async def on_stop(self) -> None:
+        await anyio.sleep(HANG_GUARD)
+
+
+class Sleepy(corral.Actor):
+    """Neither on_start nor on_stop: dormant until its first message."""
+
+    async def handle(self, message: object) -> object:
+        return message
+
+
+async def test_a_dormant_actor_of_a_killed_supervisor_waits_for_its_restart() -> None:
+    """A message to a dormant actor whose supervisor was killed (its stop cut short by the
+    kill's deadline) waits in the mailbox for the restart: no runner is spawned for the
+    supervisor that ended, and the sender gets no error."""
+    sub = corral.SupervisorSpec(
+        [corral.ChildSpec("sleepy", Sleepy), corral.ChildSpec("slow", LongOnStop)]
+    )
+    later = corral.Backoff(initial=HANG_GUARD * 3, cap=HANG_GUARD * 3, jitter=0.0)
+    spec = corral.SupervisorSpec([corral.ChildSpec("sub", sub, backoff=later)])
+    events = EventLog()
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec) as tree:
+            tree.events.subscribe(events)
+            await tree.lookup("/sub/slow").call("awake")  # it has a task: its stop runs code
+            await tree.supervisor().kill_child("sub", Boom("drill"))
+            await events.wait_for(corral.RestartScheduled, "/sub")  # waiting in backoff
+            tree.lookup("/sub/sleepy").cast_nowait("hello")
+            await anyio.wait_all_tasks_blocked()
+            (sub_stats,) = [c for c in tree.statistics().children if c.path == "/sub"]
+            assert sub_stats.state is corral.ChildStatus.BACKOFF
+            assert tree.services.cells["/sub/sleepy"].handled == 0  # nothing ran it
+            assert len(tree.services.cells["/sub/sleepy"].mailbox) == 1  # kept for later
