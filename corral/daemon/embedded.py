@@ -106,7 +106,7 @@ class EmbeddedHost:
     ) -> None:
         from corral.daemon.commands import TreeCommands
         from corral.daemon.config import DaemonConfig
-        from corral.daemon.metrics import Counters, TreeCollector, process_registry
+        from corral.daemon.metrics import HostMetrics
 
         self.tree: Tree | None = None
         self._opened: Tree | None = None  # from the moment its boot begins
@@ -125,14 +125,14 @@ class EmbeddedHost:
         self.commands: TreeCommands = TreeCommands(
             lambda: self.tree, lambda: spec, lambda: self.stopping
         )
-        self.counters = Counters(is_dynamic=self.commands.is_dynamic, is_gone=self.commands.is_gone)
-        self.collector = TreeCollector(
+        self.telemetry = HostMetrics(
             lambda: self._opened,
-            self.counters,
+            self.commands.is_dynamic,
+            self.commands.is_gone,
             lambda: {"version": self._version(), "backend": self.backend},
-            lambda: self.unready() is None,
+            self.unready,
         )
-        self.process = process_registry()
+        self.counters = self.telemetry.counters
         self.on_open: Callable[[Tree], None] | None = None
         self.server: ControlServer | None = None
         self.endpoint: Endpoint | None = None
@@ -152,16 +152,13 @@ class EmbeddedHost:
         """
         from corral.daemon.control import ControlServer, DaemonError
         from corral.daemon.endpoint import Endpoint
-        from corral.daemon.metrics import exposition, pages
 
         address = self._address
         if self._serve_socket:
             self.server = ControlServer(self, self.settings, on_answer=self.counters.command)
             await self.server.bind()
         if address is not None:
-            self.endpoint = Endpoint(
-                *address, pages(self.unready, lambda: exposition(self.collector, self.process))
-            )
+            self.endpoint = Endpoint(*address, self.telemetry.pages())
             try:
                 await self.endpoint.bind()
             except OSError as exc:
@@ -247,9 +244,7 @@ class EmbeddedHost:
         return tree
 
     def metrics(self) -> str:
-        from corral.daemon.metrics import exposition
-
-        return exposition(self.collector, self.process).decode()
+        return self.telemetry.exposition().decode()
 
 
 def _address(listen: str) -> tuple[str, int] | None:

@@ -65,13 +65,7 @@ from corral.daemon.control import (
 from corral.daemon.endpoint import Endpoint
 from corral.daemon.logging import LogSink, describe_daemon, log_event
 from corral.daemon.loop import LoopMonitor
-from corral.daemon.metrics import (
-    Counters,
-    TreeCollector,
-    exposition,
-    pages,
-    process_registry,
-)
+from corral.daemon.metrics import Counters, HostMetrics
 from corral.daemon.state import StateError, StateFile
 from corral.daemon.systemd import STATUS_EVERY, Notifier, activated_socket, summary
 from corral.errors import (
@@ -91,8 +85,6 @@ from corral.supervisors.tree import open_tree
 if TYPE_CHECKING:
     import socket
     from collections.abc import AsyncIterator, Awaitable, Callable
-
-    from prometheus_client import CollectorRegistry
 
     from corral.supervisors.events import Event, Observer
     from corral.supervisors.tree import Tree
@@ -137,9 +129,8 @@ class Daemon:
     settings: DaemonConfig = attrs.field(init=False)  # in use: [daemon] is read at start only
     commands: TreeCommands = attrs.field(init=False)  # what the control socket's requests do
     notifier: Notifier = attrs.field(factory=Notifier)
-    counters: Counters = attrs.field(init=False)
-    collector: TreeCollector = attrs.field(init=False)
-    process: CollectorRegistry = attrs.field(init=False)  # psutil's figures
+    telemetry: HostMetrics = attrs.field(init=False)  # counters, the tree's and psutil's figures
+    counters: Counters = attrs.field(init=False)  # the telemetry's: fed by events and commands
     monitor: LoopMonitor = attrs.field(init=False)
     endpoint: Endpoint | None = None  # the metrics listener, once bound
     server: ControlServer | None = None
@@ -188,15 +179,15 @@ class Daemon:
         self.commands = TreeCommands(
             lambda: self.tree, lambda: self.spec, lambda: self._stopping, self._unsaved_warning
         )
-        self.counters = Counters(is_dynamic=self.commands.is_dynamic, is_gone=self.commands.is_gone)
-        self.monitor = LoopMonitor(self.counters, self.settings.loop_stall_timeout)
-        self.collector = TreeCollector(
+        self.telemetry = HostMetrics(
             lambda: self.tree,
-            self.counters,
+            self.commands.is_dynamic,
+            self.commands.is_gone,
             lambda: {"version": version_string(), "backend": self.backend},
-            self.ready,
+            self.unready,
         )
-        self.process = process_registry()
+        self.counters = self.telemetry.counters
+        self.monitor = LoopMonitor(self.counters, self.settings.loop_stall_timeout)
 
     def unready(self) -> str | None:
         """Why /readyz says 503, or None when ready: the tree has started, the daemon is not
@@ -216,7 +207,7 @@ class Daemon:
 
     def metrics(self) -> str:
         """The Prometheus exposition, as `/metrics` serves it."""
-        return exposition(self.collector, self.process).decode()
+        return self.telemetry.exposition().decode()
 
     def observers(self) -> tuple[Observer, ...]:
         """What the daemon attaches to its tree's events: the log, the recent-events ring,
@@ -451,9 +442,7 @@ class Daemon:
         address = self.settings.metrics_address()
         if address is None:
             return None
-        endpoint = self.endpoint = Endpoint(
-            *address, pages(self.unready, lambda: exposition(self.collector, self.process))
-        )
+        endpoint = self.endpoint = Endpoint(*address, self.telemetry.pages())
         try:
             await endpoint.bind()
         except OSError as exc:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, final
 
 import anyio
 import attrs
@@ -62,10 +62,10 @@ __all__ = (
     "LAG_BOUNDS",
     "REASONS",
     "Counters",
+    "HostMetrics",
     "ProcessCollector",
     "TreeCollector",
     "exposition",
-    "pages",
     "process_registry",
 )
 
@@ -498,23 +498,48 @@ def exposition(collector: TreeCollector, process: CollectorRegistry) -> bytes:
     return collector.text().encode() + generate_latest(process)
 
 
-def pages(
-    unready: Callable[[], str | None], metrics: Callable[[], bytes]
-) -> dict[str, Callable[[], Page]]:
-    """What the metrics listener serves: ``/metrics``, ``/healthz`` (the loop answers) and
-    ``/readyz`` (503 with *unready*'s reason while it has one)."""
+@final
+class HostMetrics:
+    """What a host of a tree (the daemon, an embedded tree) serves as metrics: counters fed by
+    the tree's events, the tree's snapshot, and the process' own figures; as the exposition
+    text (``corral metrics``) and as the listener's pages."""
 
-    def healthz() -> Page:
-        return text_page(200, "ok: the event loop answers\n")
+    __slots__ = ("_unready", "collector", "counters", "process")
 
-    def readyz() -> Page:
-        why = unready()
-        return text_page(200, "ready\n") if why is None else text_page(503, f"not ready: {why}\n")
+    def __init__(
+        self,
+        tree: Callable[[], Tree | None],
+        is_dynamic: Callable[[str], bool],
+        is_gone: Callable[[str], bool],
+        info: Callable[[], dict[str, str]],
+        unready: Callable[[], str | None],
+    ) -> None:
+        self._unready = unready  # why /readyz says 503, or None when ready
+        self.counters = Counters(is_dynamic=is_dynamic, is_gone=is_gone)
+        self.collector = TreeCollector(tree, self.counters, info, lambda: unready() is None)
+        self.process = process_registry()
 
-    def exposition_page() -> Page:
-        return 200, CONTENT_TYPE, metrics()
+    def exposition(self) -> bytes:
+        """The whole text exposition, as ``/metrics`` serves it."""
+        return exposition(self.collector, self.process)
 
-    return {"/metrics": exposition_page, "/healthz": healthz, "/readyz": readyz}
+    def pages(self) -> dict[str, Callable[[], Page]]:
+        """``/metrics``, ``/healthz`` (the loop answers) and ``/readyz`` (503 with the
+        reason while there is one)."""
+
+        def healthz() -> Page:
+            return text_page(200, "ok: the event loop answers\n")
+
+        def readyz() -> Page:
+            why = self._unready()
+            if why is None:
+                return text_page(200, "ready\n")
+            return text_page(503, f"not ready: {why}\n")
+
+        def metrics() -> Page:
+            return 200, CONTENT_TYPE, self.exposition()
+
+        return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz}
 
 
 def process_registry() -> CollectorRegistry:
