@@ -437,7 +437,7 @@ class ControlServer:
         except Exception as exc:  # every error becomes an answer; the daemon goes on
             response = self._failure(request, exc)
         error = response.error
-        self._answered(type(request).__struct_config__.tag, "ok" if error is None else error.code)
+        self._answered(_tag(request), "ok" if error is None else error.code)
         if isinstance(request, protocol.CHANGES) and not getattr(request, "dry_run", False):
             outcome = "ok" if error is None else f"error {error.code}"
             failures = getattr(response.result, "failures", None)
@@ -450,7 +450,7 @@ class ControlServer:
                 "audit: uid %d (pid %d) %s %s: %s",
                 peer.uid,
                 peer.pid,
-                type(request).__struct_config__.tag,
+                _tag(request),
                 " ".join(f"{k}={v!r}" for k, v in fields.items()),
                 outcome,
                 extra={
@@ -458,7 +458,7 @@ class ControlServer:
                         "event": "audit",
                         "uid": peer.uid,
                         "pid": peer.pid,
-                        "command": type(request).__struct_config__.tag,
+                        "command": _tag(request),
                         "path": fields.get("path") or fields.get("supervisor"),
                         "result": outcome,
                     }
