@@ -231,6 +231,7 @@ class SupervisorChildren(SupervisorState):
         cell = slot.cell
         assert cell is not None
         spec = slot.spec
+        cleanup = cleanup_timeout(spec)  # the slot's spec: the same for every incarnation
         inbox = self.inbox
         running = False  # inside an incarnation, as opposed to parked between two
         current_path.set(slot.path)  # this task's: its log records say whose they are
@@ -247,7 +248,7 @@ class SupervisorChildren(SupervisorState):
                     running = True
                     try:
                         if isinstance(target, Actor):
-                            await run_actor(target, cell, ctx, cleanup_timeout(spec))
+                            await run_actor(target, cell, ctx, cleanup)
                         else:
                             await target(ctx, **spec.args)  # type: ignore[misc]  # checked
                     except Exception as exc:
