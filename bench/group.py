@@ -168,7 +168,7 @@ async def corral_awake_start(n: int, *, woken: bool) -> float:
 
 
 async def raw_asyncio_group(n: int, restarts: int) -> float:
-    exits: asyncio.Queue[tuple[int, BaseException]] = asyncio.Queue()
+    exits: asyncio.Queue[BaseException] = asyncio.Queue()
     crashed = 0.0
     up = 0.0
     running = 0
@@ -185,23 +185,22 @@ async def raw_asyncio_group(n: int, restarts: int) -> float:
             if await queue.get() == "crash":
                 raise Crash
 
-    async def wrapper(generation: int, queue: asyncio.Queue[object]) -> None:
+    async def wrapper(queue: asyncio.Queue[object]) -> None:
         try:
             await member(queue)
         except Crash as exc:
             nonlocal crashed
             crashed = time.perf_counter()
-            exits.put_nowait((generation, exc))
+            exits.put_nowait(exc)
 
     async with asyncio.TaskGroup() as tg:
-        generation = 0
 
         def spawn() -> tuple[list[asyncio.Task[None]], list[asyncio.Queue[object]]]:
             nonlocal running
             running = 0
             all_up.clear()
             queues: list[asyncio.Queue[object]] = [asyncio.Queue() for _ in range(n)]
-            return [tg.create_task(wrapper(generation, q)) for q in queues], queues
+            return [tg.create_task(wrapper(q)) for q in queues], queues
 
         tasks, queues = spawn()
         await all_up.wait()
@@ -211,7 +210,6 @@ async def raw_asyncio_group(n: int, restarts: int) -> float:
             for task in reversed(tasks):
                 task.cancel()
             await asyncio.wait(tasks)
-            generation += 1
             tasks, queues = spawn()
             await all_up.wait()
             samples.append(up - crashed)

@@ -96,6 +96,10 @@ def tree(
     )
 
 
+CHILDREN = ["/kv", "/private", "/collector", "/pool", "/tiny", "/dropping", "/deferring"]
+"""The paths of ``tree()``'s children, in start order."""
+
+
 def handled(running: corral.Tree, path: str) -> int:
     return next(c.handled for c in running.statistics().children if c.path == path)
 
@@ -126,28 +130,12 @@ async def test_the_socket_answers_as_the_daemons_does(sock: Path) -> None:
                 assert pong["pid"] == os.getpid()
                 assert pong["config"].endswith("(open_tree)")
                 status = await conn.ok("status")
-                assert [c["path"] for c in status["children"]] == [
-                    "/kv",
-                    "/private",
-                    "/collector",
-                    "/pool",
-                    "/tiny",
-                    "/dropping",
-                    "/deferring",
-                ]
+                assert [c["path"] for c in status["children"]] == CHILDREN
                 assert {c["state"] for c in status["children"]} == {"running"}
                 why = await conn.ok("why", path="/kv")
                 assert (why["state"], why["restarts"]) == ("running", 0)
                 events = await conn.ok("events", recent=10, follow=False)
-                assert [e["path"] for e in events if e["event"] == "child-started"] == [
-                    "/kv",
-                    "/private",
-                    "/collector",
-                    "/pool",
-                    "/tiny",
-                    "/dropping",
-                    "/deferring",
-                ]
+                assert [e["path"] for e in events if e["event"] == "child-started"] == CHILDREN
                 started = await conn.ok("start-child", supervisor="/pool", id="one")
                 assert started == {"path": "/pool/one", "done": "started"}
                 assert "one" in running.supervisor("/pool")
