@@ -23,8 +23,10 @@ from corral.actors.actor import (
     Context,
     Ignore,
     Reply,
+    guarded,
     socket_messages,
 )
+from corral.actors.breaker import BreakerSpec, BreakerState, Guard
 from corral.actors.deadletter import DeadLetter
 from corral.actors.monitors import Down, Monitor
 from corral.actors.timers import Timer
@@ -35,6 +37,9 @@ from corral.errors import (
     ActorRestartingError,
     AlreadyPresentError,
     AlreadyStartedError,
+    BreakerError,
+    BreakerOpenError,
+    BreakerTimeoutError,
     CallTimeoutError,
     CorralError,
     MailboxFullError,
@@ -46,11 +51,13 @@ from corral.errors import (
     SpecError,
     StartError,
     SupervisorGaveUpError,
+    UnknownBreakerError,
     UnknownPathError,
     UnsupportedError,
 )
 from corral.supervisors.core import ChildInfo, ChildStatus, Counts
 from corral.supervisors.events import (
+    BreakerChanged,
     ChildAbandoned,
     ChildExited,
     ChildStarted,
@@ -95,6 +102,12 @@ __all__ = (
     "AlreadyStartedError",
     "AutoShutdown",
     "Backoff",
+    "BreakerChanged",
+    "BreakerError",
+    "BreakerOpenError",
+    "BreakerSpec",
+    "BreakerState",
+    "BreakerTimeoutError",
     "CallTimeoutError",
     "ChildAbandoned",
     "ChildExited",
@@ -114,6 +127,7 @@ __all__ = (
     "Event",
     "EventBus",
     "ExitKind",
+    "Guard",
     "Ignore",
     "MailboxFullError",
     "MailboxSpec",
@@ -141,8 +155,10 @@ __all__ = (
     "SupervisorStatistics",
     "Timer",
     "Tree",
+    "UnknownBreakerError",
     "UnknownPathError",
     "UnsupportedError",
+    "guarded",
     "open_tree",
     "run",
     "socket_messages",

@@ -8,6 +8,9 @@ __all__ = (
     "ActorRestartingError",
     "AlreadyPresentError",
     "AlreadyStartedError",
+    "BreakerError",
+    "BreakerOpenError",
+    "BreakerTimeoutError",
     "CallTimeoutError",
     "CorralError",
     "MailboxFullError",
@@ -19,6 +22,7 @@ __all__ = (
     "SpecError",
     "StartError",
     "SupervisorGaveUpError",
+    "UnknownBreakerError",
     "UnknownPathError",
     "UnsupportedError",
 )
@@ -159,3 +163,34 @@ class UnknownPathError(CorralError, LookupError):
     def __init__(self, msg: str, *, path: str) -> None:
         super().__init__(msg)
         self.path = path
+
+
+# -- circuit breakers ------------------------------------------------------------------------
+
+
+class BreakerError(CorralError):
+    """About one of an actor's breakers: ``.path`` names the actor, ``.breaker`` the breaker."""
+
+    def __init__(self, msg: str, *, path: str, breaker: str) -> None:
+        super().__init__(msg)
+        self.path = path
+        self.breaker = breaker
+
+
+class BreakerOpenError(BreakerError):
+    """The breaker let no call through: it is open (``retry_in``: seconds until its next
+    trial, ``inf`` while an operator holds it open) or half-open with its trials under way
+    (``retry_in`` 0). Raised at once, without calling the dependency."""
+
+    def __init__(self, msg: str, *, path: str, breaker: str, state: str, retry_in: float) -> None:
+        super().__init__(msg, path=path, breaker=breaker)
+        self.state = state
+        self.retry_in = retry_in
+
+
+class BreakerTimeoutError(BreakerError, TimeoutError):
+    """A call through the breaker ran past the breaker's ``timeout`` and was cancelled."""
+
+
+class UnknownBreakerError(BreakerError, LookupError):
+    """The actor's child declares no breaker of that name."""

@@ -12,12 +12,14 @@ import logging
 import math
 import time
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, overload
+from functools import wraps
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec, overload
 
 import anyio
 import anyio.lowlevel
 from typing_extensions import TypeVar
 
+from corral.actors.breaker import Guard
 from corral.actors.cell import (
     DEFAULT_CALL_TIMEOUT,
     ActorCell,
@@ -33,6 +35,7 @@ from corral.actors.timers import Tick, check_delay
 from corral.actors.timing import SAMPLE_MASK
 from corral.errors import (
     NoReplyError,
+    UnknownBreakerError,
     UnknownPathError,
 )
 
@@ -56,6 +59,7 @@ __all__ = (
     "Ignore",
     "Reply",
     "current_path",
+    "guarded",
     "socket_messages",
 )
 
@@ -75,6 +79,31 @@ current_path: ContextVar[str | None] = ContextVar("corral_actor_path", default=N
 """The path of the actor whose task is running (None outside actors): set as each actor's
 task starts, inherited by the tasks and threads it starts, so that a log record made anywhere
 in its code can say whose it is."""
+
+
+A = TypeVar("A", bound="Actor[Any, Any]")
+Ps = ParamSpec("Ps")
+
+
+def guarded(
+    name: str,
+) -> Callable[
+    [Callable[Concatenate[A, Ps], Awaitable[R]]], Callable[Concatenate[A, Ps], Awaitable[R]]
+]:
+    """Run each call of an ``Actor``'s async method through its breaker *name*, as
+    ``async with self.ctx.breaker(name):`` around the method's body would."""
+
+    def decorate(
+        method: Callable[Concatenate[A, Ps], Awaitable[R]],
+    ) -> Callable[Concatenate[A, Ps], Awaitable[R]]:
+        @wraps(method)
+        async def through_breaker(self: A, /, *args: Ps.args, **kwargs: Ps.kwargs) -> R:
+            async with self.ctx.breaker(name):
+                return await method(self, *args, **kwargs)
+
+        return through_breaker
+
+    return decorate
 
 
 class ActorLogger(logging.LoggerAdapter):  # type: ignore[type-arg]  # stdlib generic in 3.11
@@ -248,6 +277,22 @@ class Context:
             target.monitors = []
         target.monitors.append(monitor)
         return monitor
+
+    def breaker(self, name: str) -> Guard:
+        """One call through this actor's breaker *name* (declared on its child:
+        ``breakers={name: BreakerSpec(...)}``): ``async with ctx.breaker("pricing"): ...``
+        raises ``BreakerOpenError`` at once while it is open, and records how the block
+        ended. Its state is the child's: it lasts across this actor's restarts."""
+        breakers = self._cell.breakers
+        breaker = breakers.get(name) if breakers else None
+        if breaker is None:
+            declared = ", ".join(sorted(breakers)) if breakers else "none"
+            msg = (
+                f"actor {self.path} has no breaker {name!r} (declared: {declared}); declare"
+                f" it on its child: breakers = {{ {name} = {{ failures = 5 }} }}"
+            )
+            raise UnknownBreakerError(msg, path=self.path, breaker=name)
+        return Guard(breaker)
 
     def send_after(self, delay: float, message: object) -> Timer:
         """Cast *message* to this actor in *delay* seconds, once. The timer belongs to this

@@ -32,6 +32,7 @@ from corral.errors import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator
 
+    from corral.actors.breaker import Breaker
     from corral.actors.registry import Registry
     from corral.actors.timers import Timer, TimerWheel
     from corral.actors.timing import Timings
@@ -114,6 +115,7 @@ class ActorCell:
     __slots__ = (
         "_ref",
         "accepting",
+        "breakers",
         "cleanup_deadline",
         "cleanup_scope",
         "current",
@@ -166,6 +168,7 @@ class ActorCell:
         self.restart_at: float | None = None  # in backoff: when its restart is attempted
         self.monitors: list[Monitor] | None = None  # watching its running incarnation
         self.watching: set[Monitor] | None = None  # the running incarnation's own monitors
+        self.breakers: dict[str, Breaker] | None = None  # its child's, by name (none: None)
 
     @property
     def ref(self) -> ActorRef:

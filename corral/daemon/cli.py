@@ -26,6 +26,7 @@ import msgspec
 
 from corral.daemon import protocol
 from corral.daemon.config import ConfigError, id_problem, load
+from corral.supervisors.spec import BREAKER_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -266,6 +267,11 @@ def render_status(node: dict[str, Any], *, colour: bool) -> list[str]:
             f"{len(failed)} failed, not running until started again: {', '.join(failed)}"
             f" (see corral why {failed[0]}; corral start PATH)"
         )
+    tripped = list(_open_breakers(node))
+    if tripped:
+        lines.append(
+            f"{len(tripped)} breaker(s) not closed: {', '.join(tripped)} (see corral breakers)"
+        )
     return lines
 
 
@@ -315,7 +321,42 @@ def _describe(node: dict[str, Any]) -> str:
         parts.append(f"last exit: {node['last_exit']}" + (f" {error}" if error else ""))
     if node.get("start_error") and node["state"] != "running":
         parts.append(f"failed to start: {node['start_error']}")
+    parts.extend(
+        f"breaker {b['name']} {_breaker_state(b)}"
+        for b in node.get("breakers") or ()
+        if b["state"] != "closed"
+    )
     return "  ".join(parts)
+
+
+def _breaker_state(breaker: dict[str, Any]) -> str:
+    """``open (next trial in 3.2s)``, ``open (held by an operator)``, ``half-open``..."""
+    state = str(breaker["state"])
+    if breaker.get("held"):
+        return f"{state} (held by an operator)"
+    if breaker.get("retry_in") is not None:
+        return f"{state} (next trial in {duration(breaker['retry_in'])})"
+    return state
+
+
+def _open_breakers(node: dict[str, Any]) -> Iterator[str]:
+    for breaker in node.get("breakers") or ():
+        if breaker["state"] != "closed":
+            yield f"{breaker['path']} {breaker['name']}"
+    for child in node.get("children") or ():
+        yield from _open_breakers(child)
+
+
+def render_breaker(breaker: dict[str, Any]) -> str:
+    """One breaker for a person: state, counts, last failure."""
+    window = f"{breaker.get('window_failures', 0)}/{breaker.get('window_calls', 0)} failed"
+    return (
+        f"{breaker['name']}: {_breaker_state(breaker)} for {duration(breaker['since'])};"
+        f" {breaker.get('failures_in_a_row', 0)} failures in a row, window {window};"
+        f" totals {breaker.get('succeeded', 0)} ok, {breaker.get('failed', 0)} failed,"
+        f" {breaker.get('rejected', 0)} rejected, {breaker.get('ignored', 0)} ignored"
+        + (f"; last failure: {breaker['last_failure']}" if breaker.get("last_failure") else "")
+    )
 
 
 def _when(at: float) -> str:
@@ -338,6 +379,7 @@ def render_why(why: dict[str, Any]) -> list[str]:
         lines.append(f"  dead letters: {why['dead_letters']} (corral dead-letters {why['path']})")
     if why.get("declined"):
         lines.append(f"  declined to start (corral.Ignore): {why['declined']}")
+    lines.extend(f"  breaker {render_breaker(b)}" for b in why.get("breakers") or ())
     if why.get("start_error"):
         lines.append(f"  last start failed: {why['start_error']}")
         if why.get("start_traceback"):
@@ -357,7 +399,7 @@ def render_why(why: dict[str, Any]) -> list[str]:
 def render_event(ev: dict[str, Any]) -> str:
     details = [
         f"{k}={ev[k]}"
-        for k in ("restarts", "exit", "exception", "delay", "reason")
+        for k in ("breaker", "state", "restarts", "exit", "exception", "delay", "reason")
         if ev.get(k) is not None
     ]
     return f"{_when(ev['at'])} {ev['event']:<24} {ev['path']}  {' '.join(details)}".rstrip()
@@ -524,6 +566,19 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_breakers(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        breakers = client.call(protocol.Breakers(path=args.path or "/"))
+    if args.json:
+        _print_json(breakers)
+        return Exit.OK
+    if not breakers:
+        print(f"no breakers at or below {args.path or '/'}")
+    for breaker in breakers:
+        print(f"{breaker['path']} {render_breaker(breaker)}")
+    return Exit.OK
+
+
 def cmd_metrics(args: argparse.Namespace) -> int:
     with _client(args) as client:
         text: str = client.call(protocol.Metrics())
@@ -644,6 +699,13 @@ def _child_id(text: str) -> str:
     return text
 
 
+def _breaker_name(text: str) -> str:
+    if not BREAKER_NAME.fullmatch(text):
+        msg = f"{text!r}: a breaker's name is 1-64 letters, digits, '_', '-' or '.'"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="corral",
@@ -728,6 +790,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", metavar="PATH", help="only those of PATH (or below it)")
     p.add_argument("--limit", type=_count(1, 10_000), default=100, help="at most (default 100)")
     p.add_argument("--json", action="store_true")
+    p = add("breakers", cmd_breakers, "the circuit breakers of the actors at or below PATH")
+    p.add_argument("path", nargs="?", default="/", metavar="PATH")
+    p.add_argument("--json", action="store_true")
+    p = add(
+        "breaker",
+        _action(protocol.BreakerAction(path="/", name="x", action="reset")),
+        "reset (close) an actor's breaker, or hold it open until reset",
+    )
+    p.add_argument("action", choices=("reset", "open"), metavar="reset|open")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("name", type=_breaker_name, metavar="NAME")
     add("metrics", cmd_metrics, "the Prometheus metrics, as /metrics serves them")
     p = add("logs", cmd_logs, "the daemon's journal entries, of PATH and below (journalctl)")
     p.add_argument("path", nargs="?", metavar="PATH", help="only those of PATH (or below it)")

@@ -28,6 +28,7 @@ from corral.errors import (
     MailboxFullError,
     RunningError,
     SpecError,
+    UnknownBreakerError,
     UnknownPathError,
     UnsupportedError,
 )
@@ -143,6 +144,28 @@ class TreeCommands:
             top = view.normalize(path)
             letters = tuple(d for d in letters if within(d.path, top))
         return [view.dead_letter(d) for d in letters[-limit:]]
+
+    def breakers(self, path: str) -> list[protocol.BreakerInfo]:
+        return view.breakers(self._tree(), path)
+
+    def breaker(self, path: str, name: str, action: str) -> protocol.Done:
+        """``corral breaker reset|open PATH NAME``: close it (window emptied) or hold it
+        open until reset. Published as a ``breaker-changed`` event like any transition."""
+        path = self._child(path)[2]  # checked: an error names what is missing
+        breakers = self._tree().services.breakers.get(path)
+        found = breakers.get(name) if breakers else None
+        if found is None:
+            declared = ", ".join(sorted(breakers)) if breakers else "none"
+            msg = f"{path} has no breaker {name!r} (declared: {declared})"
+            raise UnknownBreakerError(msg, path=path, breaker=name)
+        now = anyio.current_time()
+        if action == "open":
+            found.hold_open(now, "held open by an operator (`corral breaker open`)")
+            what = f"breaker {name!r} held open: no call goes through until `corral breaker reset`"
+        else:
+            found.reset(now, "reset by an operator (`corral breaker reset`)")
+            what = f"breaker {name!r} closed, its window and run of failures emptied"
+        return self._done(path, what)
 
     def _child(self, path: str) -> tuple[SupervisorRef, str, str]:
         """The parent supervisor, the child id and the normalized path."""

@@ -50,8 +50,10 @@ import msgspec
 from corral.actors.actor import Actor
 from corral.errors import CorralError, SpecError
 from corral.supervisors.spec import (
+    BREAKER_NAME,
     AutoShutdown,
     Backoff,
+    BreakerSpec,
     ChildSpec,
     ChildType,
     DynamicSupervisorSpec,
@@ -124,6 +126,25 @@ class MailboxConfig(Base, frozen=True):
     overflow: OverflowName = "block"
 
 
+class BreakerConfig(Base, frozen=True):
+    """A circuit breaker (see ``corral.BreakerSpec``); ``failures = 0`` turns the rule of
+    failures in a row off (then ``failure-rate`` must be set). Exception classes are named
+    as builtins (``"ConnectionError"``) or ``"package.module:Class"``."""
+
+    failures: Count = 5
+    failure_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    window: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 20
+    min_calls: Annotated[int, msgspec.Meta(ge=1)] = 10
+    wait: Seconds = 5.0
+    wait_cap: Seconds = 60.0
+    wait_multiplier: Annotated[float, msgspec.Meta(ge=1, le=1000)] = 2.0
+    jitter: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
+    trials: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1
+    timeout: Positive | None = None
+    failure_on: list[str] | None = None
+    ignore: list[str] | None = None
+
+
 class ChildConfig(Base, frozen=True):
     """A child. Workers use ``start``/``args``/``mailbox``; supervisors the flags and either
     ``children`` or (dynamic) ``child`` and ``max-children``. None means "not given"."""
@@ -137,6 +158,7 @@ class ChildConfig(Base, frozen=True):
     significant: bool = False
     backoff: BackoffConfig | None = None
     mailbox: MailboxConfig | None = None
+    breakers: dict[str, BreakerConfig] | None = None
     strategy: StrategyName | None = None
     intensity: Count | None = None
     period: Positive | None = None
@@ -415,7 +437,7 @@ def _either(choices: tuple[str, ...]) -> str:
 
 _MAX_SOCKET_PATH: Final = 107  # sun_path is 108 bytes with its NUL
 _MAX_ID: Final = 255
-_WORKER_ONLY: Final = ("start", "args", "mailbox")
+_WORKER_ONLY: Final = ("start", "args", "mailbox", "breakers")
 _SUPERVISOR_ONLY: Final = (
     "strategy",
     "intensity",
@@ -559,6 +581,11 @@ class _Converter:
             options["mailbox"] = MailboxSpec(
                 config.mailbox.capacity, Overflow(config.mailbox.overflow)
             )
+        if config.breakers:
+            options["breakers"] = {
+                name: self.breaker(breaker, f"{at}.breakers.{name}")
+                for name, breaker in config.breakers.items()
+            }
         try:
             return ChildSpec(
                 config.id,
@@ -571,6 +598,44 @@ class _Converter:
             )
         except SpecError as exc:
             raise self.fail(str(exc), at) from None
+
+    def breaker(self, config: BreakerConfig, at: str) -> BreakerSpec:
+        if not BREAKER_NAME.fullmatch(at.rsplit(".", 1)[1]):
+            msg = "a breaker's name must be 1-64 letters, digits, '_', '-' or '.'"
+            raise self.fail(msg, at)
+        options: dict[str, Any] = {
+            field: getattr(config, field)
+            for field in config.__struct_fields__
+            if field not in ("failure_on", "ignore")
+        }
+        options["failures"] = config.failures or None
+        for field in ("failure_on", "ignore"):
+            names = getattr(config, field)
+            if names is not None:
+                options[field] = tuple(
+                    self.exception(name, f"{at}.{_key(field)}[{index}]")
+                    for index, name in enumerate(names)
+                )
+        try:
+            return BreakerSpec(**options)
+        except SpecError as exc:  # what types cannot say, e.g. neither rule set
+            raise self.fail(str(exc), at) from None
+
+    def exception(self, name: str, at: str) -> type[BaseException]:
+        """An exception class by name: a builtin (``ConnectionError``) or ``module:Class``."""
+        module_name, colon, attribute = name.rpartition(":")
+        try:
+            target: object = importlib.import_module(module_name or "builtins")
+            for part in attribute.split("."):
+                target = getattr(target, part)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            hint = "" if colon else ' (a builtin\'s name, or "package.module:Class")'
+            msg = f"cannot import exception {name!r}{hint}: {type(exc).__name__}: {exc}"
+            raise self.fail(msg, at) from None
+        if not (isinstance(target, type) and issubclass(target, BaseException)):
+            msg = f"{name!r} is not an exception class: {target!r}"
+            raise self.fail(msg, at)
+        return target
 
     def supervisor(self, config: ChildConfig, at: str) -> SupervisorSpec | DynamicSupervisorSpec:
         flags: dict[str, Any] = {}

@@ -51,6 +51,7 @@ from corral.errors import (
     RunningError,
     SpecError,
     StartError,
+    UnknownBreakerError,
     UnknownPathError,
     UnsupportedError,
 )
@@ -98,6 +99,7 @@ _CODES: Final[tuple[tuple[type[Exception], protocol.Code], ...]] = (
     (MailboxFullError, protocol.Code.MAILBOX_FULL),
     (NotFoundError, protocol.Code.NOT_FOUND),
     (UnknownPathError, protocol.Code.NOT_FOUND),
+    (UnknownBreakerError, protocol.Code.NOT_FOUND),
     (RunningError, protocol.Code.RUNNING),
     (RestartingError, protocol.Code.RESTARTING),
     (AlreadyPresentError, protocol.Code.ALREADY_PRESENT),
@@ -526,6 +528,10 @@ class ControlServer:
                 return await commands.call(path, message, timeout)
             case protocol.CastActor(path=path, message=message):
                 return await commands.cast(path, message)
+            case protocol.Breakers(path=path):
+                return commands.breakers(path)
+            case protocol.BreakerAction(path=path, name=name, action=action):
+                return commands.breaker(path, name, action)
         raise AssertionError(request)  # Events is handled by the connection
 
     async def _events(

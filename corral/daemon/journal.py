@@ -58,6 +58,7 @@ MESSAGE_IDS: Final = {
     "supervisor-auto-shutdown": "70174c73790846b780dfff71e61f57e1",
     "supervisor-escalated": "7f8c584671a34f388d610e120223d413",
     "dead-letter": "9adcf6569e4c49db9933d45c425e1d78",
+    "breaker-changed": "bccccd81257e4ce892aed22b09edefbd",
     "audit": "14f8d5f30ab349c9b898bfda820768d5",
     "loop-stall": "40dcdafe5219416aa651db7a5f7eacf2",
     "loop-recovered": "8361ae00036742e4876f4281ed02fb7b",
@@ -85,6 +86,8 @@ FIELDS: Final = {
     "command": "COMMAND",
     "result": "RESULT",
     "stack": "STACK",
+    "breaker": "BREAKER",
+    "state": "BREAKER_STATE",
 }
 _PRIORITY: Final = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
 

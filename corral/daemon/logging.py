@@ -36,6 +36,7 @@ from corral.daemon.config import REDACT_DEFAULT
 from corral.daemon.journal import JournalHandler, journal_stream
 from corral.daemon.redact import RedactingFilter, Redactor
 from corral.supervisors.events import (
+    BreakerChanged,
     ChildAbandoned,
     ChildExited,
     ChildStarted,
@@ -79,6 +80,7 @@ _LEVELS: Final = {
     "supervisor-auto-shutdown": logging.WARNING,
     "supervisor-escalated": logging.WARNING,  # the reason (gave up, ...) is logged before
     "dead-letter": logging.WARNING,
+    "breaker-changed": logging.WARNING,  # to closed or half-open: lowered to INFO below
 }
 
 
@@ -93,6 +95,7 @@ _LEVELS_BY_TYPE: Final[dict[type, int]] = {
     SupervisorAutoShutdown: logging.WARNING,
     SupervisorEscalated: logging.WARNING,
     MessageDeadLettered: logging.WARNING,
+    BreakerChanged: logging.WARNING,
 }
 
 
@@ -116,16 +119,24 @@ def _describe(ev: protocol.Event) -> str:
             return f"supervisor {ev.path} shut down: {ev.reason}"
         case "supervisor-escalated":
             return f"supervisor {ev.path} exited; escalated to {ev.supervisor or 'the daemon'}"
+        case "breaker-changed":
+            return f"breaker {ev.breaker} of {ev.path} is {ev.state}: {ev.reason}"
         case _:
             return f"dead letter at {ev.path} ({ev.reason})"
+
+
+def _level(ev: protocol.Event) -> int:
+    if ev.event == "child-exited" and ev.exit != "error":
+        return logging.INFO
+    if ev.event == "breaker-changed" and ev.state != "open":
+        return logging.INFO
+    return _LEVELS[ev.event]
 
 
 def log_event(event: Event) -> None:
     """An ``EventBus`` observer: one log record per lifecycle event."""
     ev = view.event(event)
-    level = _LEVELS[ev.event]
-    if ev.event == "child-exited" and ev.exit != "error":
-        level = logging.INFO
+    level = _level(ev)
     if EVENTS.isEnabledFor(level):
         fields = msgspec.structs.asdict(ev)
         exception = getattr(event, "exception", None)
@@ -269,6 +280,8 @@ def _event_level(event: Event) -> int:
     level = _LEVELS_BY_TYPE.get(type(event), logging.INFO)
     if isinstance(event, ChildExited) and event.kind is not ExitKind.ERROR:
         return logging.INFO
+    if isinstance(event, BreakerChanged) and event.state != "open":
+        return logging.INFO
     return level
 
 
@@ -276,9 +289,7 @@ def _event_record(created: float, event: Event) -> logging.LogRecord:
     """The record ``log_event`` would have made for *event*, observed at *created* (Unix
     time, read with the event: its ``at`` is the same moment on the loop's clock)."""
     ev = view.event(event, view.Clock(now=event.at, wall=created))
-    level = _LEVELS[ev.event]
-    if ev.event == "child-exited" and ev.exit != "error":
-        level = logging.INFO
+    level = _level(ev)
     fields = msgspec.structs.asdict(ev)
     exception = getattr(event, "exception", None)
     if exception is not None:

@@ -32,6 +32,7 @@ import psutil
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from corral.actors.breaker import BreakerState
 from corral.actors.registry import within
 from corral.actors.timing import Histogram
 from corral.daemon.endpoint import text_page
@@ -53,6 +54,7 @@ from corral.supervisors.spec import ChildType, ExitKind
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator
 
+    from corral.actors.breaker import BreakerStatistics
     from corral.daemon.endpoint import Page
     from corral.supervisors.statistics import ChildStatistics, SupervisorStatistics
     from corral.supervisors.tree import Tree
@@ -223,6 +225,25 @@ class _Pool:
     capacity: float = 0.0
 
 
+@attrs.define(eq=False)
+class _Breakers:
+    """One breaker's figures (summed over a pool's children, which share its name)."""
+
+    states: Counter[BreakerState] = attrs.field(factory=Counter)
+    calls: Counter[str] = attrs.field(factory=Counter)
+    entered: Counter[BreakerState] = attrs.field(factory=Counter)
+
+    def add(self, b: BreakerStatistics) -> None:
+        self.states[b.state] += 1
+        calls = self.calls
+        calls["success"] += b.succeeded
+        calls["failure"] += b.failed
+        calls["rejected"] += b.rejected
+        calls["ignored"] += b.ignored
+        for state, n in b.entered:
+            self.entered[state] += n
+
+
 class TreeCollector:
     """The tree's metrics and the daemon's own, as exposition text (``tree()`` is None
     before the boot and after the stop: only the daemon's families are written then)."""
@@ -287,7 +308,8 @@ class TreeCollector:
         supervisors: list[SupervisorStatistics] = []
         every: set[str] = set()
         dormant: list[str] = []
-        _walk(snapshot, children, pools, supervisors, every, dormant)
+        breakers: dict[tuple[str, str], _Breakers] = {}
+        _walk(snapshot, children, pools, supervisors, every, dormant, breakers)
         workers = [c for c in children if c.type is ChildType.WORKER]
         present = {c.path for c in children} | set(pools)
         counters.prune(present | every, dormant)
@@ -407,6 +429,8 @@ class TreeCollector:
             for sup in supervisors:
                 out.sample(name, counter[sup.path], supervisor=sup.path)
 
+        _write_breakers(out, breakers)
+
         alive = {sup.path for sup in supervisors}  # a removed supervisor's timings stay out
         timings = sorted((p, t) for p, t in tree.timings.items() if p in alive)
         out.family(
@@ -436,15 +460,22 @@ def _walk(  # the walk fills all of these in one pass
     supervisors: list[SupervisorStatistics],
     every: set[str],
     dormant: list[str],
+    breakers: dict[tuple[str, str], _Breakers],
 ) -> None:
     """Fill: the children of ordinary supervisors, the pools' sums, the supervisors, every
-    child's path, and the supervisor children that are not running (their subtree is not in
-    the snapshot now)."""
+    child's path, the supervisor children that are not running (their subtree is not in
+    the snapshot now), and the breakers by (path or pool, name)."""
     supervisors.append(sup)
     pool = None
+    key = f"{sup.path.rstrip('/')}/*"
     if sup.dynamic:
-        pool = pools[f"{sup.path.rstrip('/')}/*"] = _Pool()
+        pool = pools[key] = _Pool()
     for child in sup.children:
+        for b in child.breakers:
+            found = breakers.get((key if pool else child.path, b.name))
+            if found is None:
+                found = breakers[key if pool else child.path, b.name] = _Breakers()
+            found.add(b)
         every.add(child.path)
         if child.type is ChildType.SUPERVISOR and child.supervisor is None:
             dormant.append(child.path)
@@ -456,7 +487,51 @@ def _walk(  # the walk fills all of these in one pass
         else:
             children.append(child)
         if child.supervisor is not None:
-            _walk(child.supervisor, children, pools, supervisors, every, dormant)
+            _walk(child.supervisor, children, pools, supervisors, every, dormant, breakers)
+
+
+def _write_breakers(out: _Text, breakers: dict[tuple[str, str], _Breakers]) -> None:
+    out.family(
+        "corral_breaker_state",
+        "gauge",
+        "1 for the state each circuit breaker is in (closed, open, half-open), else 0; for a"
+        " pool (path /pool/*), how many of its children's breakers of that name are in it.",
+    )
+    ordered = sorted(breakers.items())
+    for (path, name), b in ordered:
+        for state in BreakerState:
+            out.sample(
+                "corral_breaker_state", b.states[state], path=path, breaker=name, state=state.value
+            )
+    out.family(
+        "corral_breaker_calls_total",
+        "counter",
+        "Calls through each breaker, by result: success, failure, rejected (while open or"
+        " half-open with its trials under way) and ignored (neither way).",
+    )
+    for (path, name), b in ordered:
+        for result in ("success", "failure", "rejected", "ignored"):
+            out.sample(
+                "corral_breaker_calls_total",
+                b.calls[result],
+                path=path,
+                breaker=name,
+                result=result,
+            )
+    out.family(
+        "corral_breaker_transitions_total",
+        "counter",
+        "Each breaker's changes of state, by the state entered (to).",
+    )
+    for (path, name), b in ordered:
+        for state in BreakerState:
+            out.sample(
+                "corral_breaker_transitions_total",
+                b.entered[state],
+                path=path,
+                breaker=name,
+                to=state.value,
+            )
 
 
 class ProcessCollector:

@@ -16,7 +16,7 @@ messages are for people.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -25,6 +25,9 @@ __all__ = (
     "MAX_DEPTH",
     "MAX_FRAME",
     "Answer",
+    "BreakerAction",
+    "BreakerInfo",
+    "Breakers",
     "CallActor",
     "CastActor",
     "Code",
@@ -193,6 +196,24 @@ class CastActor(_Request, tag="cast", frozen=True):
     message: Any
 
 
+BreakerName = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_.-]{1,64}$")]
+
+
+class Breakers(_Request, tag="breakers", frozen=True):
+    """The circuit breakers of the actors at or below ``path``."""
+
+    path: Path = "/"
+
+
+class BreakerAction(_Request, tag="breaker", frozen=True):
+    """An operator's hand on one breaker: ``reset`` (closed, its window emptied) or ``open``
+    (held open, no trials, until reset)."""
+
+    path: Path
+    name: BreakerName
+    action: Literal["reset", "open"]
+
+
 class Shutdown(_Request, tag="shutdown", frozen=True):
     """Stop the whole tree in reverse order and exit 0."""
 
@@ -219,6 +240,8 @@ Request = (
     | Metrics
     | CallActor
     | CastActor
+    | Breakers
+    | BreakerAction
 )
 
 # The requests that change the tree or the daemon: audited, and worth a note if interrupted.
@@ -234,6 +257,7 @@ CHANGES: Final = (
     Shutdown,
     CallActor,
     CastActor,
+    BreakerAction,
 )
 
 # -- results ---------------------------------------------------------------------------------
@@ -267,6 +291,25 @@ class Answer(_Result, frozen=True, kw_only=True):
     queued: bool = False  # cast: the message is in its mailbox
 
 
+class BreakerInfo(_Result, frozen=True, kw_only=True):
+    """One circuit breaker of an actor."""
+
+    path: str  # the actor's
+    name: str
+    state: str  # closed | open | half-open
+    held: bool = False  # held open by an operator until `corral breaker reset`
+    since: float  # seconds in this state
+    retry_in: float | None = None  # open: seconds until its next trial (None: held open)
+    failures_in_a_row: int = 0
+    window_calls: int = 0
+    window_failures: int = 0
+    succeeded: int = 0  # totals since the breaker was made (across restarts)
+    failed: int = 0
+    rejected: int = 0
+    ignored: int = 0
+    last_failure: str | None = None  # repr of the last failure's exception
+
+
 class StatusNode(_Result, frozen=True, kw_only=True):
     """One child (or the root) in ``status``; supervisors carry ``children``."""
 
@@ -289,6 +332,7 @@ class StatusNode(_Result, frozen=True, kw_only=True):
     period: float | None = None
     restarts_remaining: int | None = None
     dynamic: bool = False
+    breakers: list[BreakerInfo] | None = None  # a worker's, when it has any
     children: list[StatusNode] | None = None
 
 
@@ -316,6 +360,7 @@ class WhyResult(_Result, frozen=True, kw_only=True):
     start_error: str | None = None  # its last start failed after its last exit (repr)
     start_traceback: str | None = None
     declined: str | None = None  # its last start declined (corral.Ignore): the reason
+    breakers: list[BreakerInfo] = []
 
 
 class ReloadResult(_Result, frozen=True, kw_only=True):
@@ -347,6 +392,8 @@ class Event(_Result, frozen=True, kw_only=True):
     exception: str | None = None
     delay: float | None = None
     reason: str | None = None
+    breaker: str | None = None  # breaker-changed: its name
+    state: str | None = None  # breaker-changed: the state it entered
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):

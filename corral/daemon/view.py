@@ -6,6 +6,7 @@ Unix times (``at``), converted with one clock pair read per call.
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from typing import TYPE_CHECKING, Any, Final
@@ -13,10 +14,12 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from corral.actors.actor import Ignore
+from corral.actors.breaker import BreakerState
 from corral.actors.registry import join_path
 from corral.daemon import protocol
 from corral.errors import UnknownPathError
 from corral.supervisors.events import (
+    BreakerChanged,
     ChildAbandoned,
     ChildExited,
     ChildStarted,
@@ -34,11 +37,22 @@ from corral.supervisors.spec import ExitKind
 if TYPE_CHECKING:
     from collections.abc import Collection
 
+    from corral.actors.breaker import BreakerStatistics
     from corral.actors.deadletter import DeadLetter
     from corral.supervisors.statistics import ChildStatistics, SupervisorStatistics
     from corral.supervisors.tree import Tree
 
-__all__ = ("Clock", "dead_letter", "event", "find", "parent_path", "status", "why")
+__all__ = (
+    "Clock",
+    "breaker",
+    "breakers",
+    "dead_letter",
+    "event",
+    "find",
+    "parent_path",
+    "status",
+    "why",
+)
 
 _MAX_REPR = 500
 
@@ -171,8 +185,43 @@ def _child_node(child: ChildStatistics, clock: Clock, held: Collection[str]) -> 
         mailbox_capacity=child.mailbox_capacity,
         handled=child.handled,
         dead_letters=child.dead_letters,
+        breakers=[breaker(child.path, b, clock) for b in child.breakers] or None,
         **extra,
     )
+
+
+def breaker(path: str, stats: BreakerStatistics, clock: Clock) -> protocol.BreakerInfo:
+    open_ = stats.state is BreakerState.OPEN
+    return protocol.BreakerInfo(
+        path=path,
+        name=stats.name,
+        state=stats.state.value,
+        held=stats.held,
+        since=clock.age(stats.changed_at) or 0.0,
+        retry_in=clock.until(stats.reopen_at) if open_ and not stats.held else None,
+        failures_in_a_row=stats.consecutive,
+        window_calls=stats.window_calls,
+        window_failures=stats.window_failures,
+        succeeded=stats.succeeded,
+        failed=stats.failed,
+        rejected=stats.rejected,
+        ignored=stats.ignored,
+        last_failure=None if stats.last_failure is None else short_repr(stats.last_failure),
+    )
+
+
+def breakers(tree: Tree, path: str) -> list[protocol.BreakerInfo]:
+    """The breakers of the actors at or below *path*, in tree order."""
+    clock = Clock()
+    stats, child = find(tree, path)
+    found: list[protocol.BreakerInfo] = []
+    pending = [child] if child is not None else list(stats.children)
+    while pending:
+        node = pending.pop(0)
+        found.extend(breaker(node.path, b, clock) for b in node.breakers)
+        if node.supervisor is not None:
+            pending[:0] = node.supervisor.children
+    return found
 
 
 def _errors(child: ChildStatistics) -> tuple[BaseException | None, BaseException | None]:
@@ -211,6 +260,7 @@ def why(tree: Tree, path: str) -> protocol.WhyResult:
         if start_error is None
         else "".join(traceback.format_exception(start_error)),
         declined=declined,
+        breakers=[breaker(child.path, b, clock) for b in child.breakers],
     )
 
 
@@ -246,6 +296,7 @@ _NAMES: Final[dict[type[Event], str]] = {
     SupervisorAutoShutdown: "supervisor-auto-shutdown",
     SupervisorEscalated: "supervisor-escalated",
     MessageDeadLettered: "dead-letter",
+    BreakerChanged: "breaker-changed",
 }
 
 
@@ -269,6 +320,11 @@ def event(ev: Event, clock: Clock | None = None) -> protocol.Event:
             fields["reason"] = f"significant child {join_path(ev.path, child)} exited"
         case SupervisorEscalated(parent=parent):
             fields["supervisor"] = parent
+        case BreakerChanged():
+            fields["breaker"] = ev.breaker
+            fields["state"] = ev.state
+            if ev.state == "open" and math.isfinite(ev.retry_in):
+                fields["delay"] = round(ev.retry_in, 6)
     supervisor = getattr(ev, "supervisor", None)
     exception = getattr(ev, "exception", None)
     return protocol.Event(

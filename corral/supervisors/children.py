@@ -90,6 +90,7 @@ class SupervisorChildren(SupervisorState):
             else:
                 cell.mailbox.capacity = spec.mailbox.capacity
                 cell.mailbox.overflow = spec.mailbox.overflow
+            services.set_breakers(cell, spec.breakers)
         slot = self.slots[spec.id] = Slot(spec, path, cell)
         self.core.add(spec)
         if path in self._services.held:

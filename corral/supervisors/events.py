@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from corral.supervisors.spec import ExitKind
 
 __all__ = (
+    "BreakerChanged",
     "ChildAbandoned",
     "ChildExited",
     "ChildStarted",
@@ -144,6 +145,21 @@ class MessageDeadLettered:
     at: float
 
 
+@attrs.frozen
+class BreakerChanged:
+    """One of an actor's circuit breakers changed state (``closed``, ``open``,
+    ``half-open``): ``reason`` says why; ``retry_in`` is an opening's wait (seconds; ``inf``
+    while held open by an operator), else 0."""
+
+    path: str
+    breaker: str
+    state: str
+    previous: str
+    reason: str
+    retry_in: float
+    at: float
+
+
 Event: TypeAlias = (
     ChildStarted
     | ChildExited
@@ -155,6 +171,7 @@ Event: TypeAlias = (
     | SupervisorAutoShutdown
     | SupervisorEscalated
     | MessageDeadLettered
+    | BreakerChanged
 )
 Observer: TypeAlias = Callable[[Event], None]
 

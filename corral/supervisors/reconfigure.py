@@ -17,6 +17,8 @@ by hand. corral does both from one rule, applied to each supervisor from the roo
   a crashed child: alone (one-for-one), with the children after it (rest-for-one), or with
   all its siblings (one-for-all). Only children that were running (or waiting to restart)
   are started again; a stopped one keeps its new spec for when it is started;
+* a worker whose spec differs only in its breakers keeps running: the breakers take the new
+  thresholds and keep their state (``Breaker.retune``);
 * a static sub-supervisor whose own child-level fields (restart, shutdown, ...) are unchanged
   is not restarted: its new spec is adopted and the same rule is applied inside it;
 * the children take the new order: later restarts and the final stop follow the file.
@@ -71,6 +73,8 @@ class Reconfiguration:
     changed: tuple[str, ...] = ()  # spec differs: restarted with the new spec
     restarted: tuple[str, ...] = ()  # changed ones plus the siblings restarted with them
     adopted: tuple[str, ...] = ()  # sub-supervisors reconfigured in place
+    # workers whose breakers alone changed: updated in place (and restarted only with a sibling)
+    retuned: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()  # names of the flags that changed
     reordered: bool = False
 
@@ -81,6 +85,7 @@ class Reconfiguration:
             or self.added
             or self.restarted
             or self.adopted
+            or self.retuned
             or self.flags
             or self.reordered
         )
@@ -103,6 +108,8 @@ class Reconfiguration:
         for child_id in self.added:
             path = join_path(at, child_id)
             yield Change(f"start {path} (new)", path)
+        for child_id in (c for c in self.retuned if c not in self.restarted):
+            yield Change(f"update {join_path(at, child_id)}: breakers (their state is kept)")
         if self.reordered:
             children = ", ".join(c.id for c in self.spec.children)
             yield Change(f"reorder the children of {at}: {children}")
@@ -137,12 +144,15 @@ def plan_reconfiguration(path: str, old: SupervisorSpec, new: SupervisorSpec) ->
     kept = tuple(c.id for c in new.children if c.id in old_by_id)
     changed: list[str] = []
     adopted: list[str] = []
+    retuned: list[str] = []
     for child_id in kept:
         before, after = old_by_id[child_id], new_by_id[child_id]
         if before == after:
             continue
         if _adoptable(before, after):
             adopted.append(child_id)
+        elif attrs.evolve(before, breakers=after.breakers) == after:
+            retuned.append(child_id)
         else:
             changed.append(child_id)
     restart: set[str] = set()
@@ -157,6 +167,7 @@ def plan_reconfiguration(path: str, old: SupervisorSpec, new: SupervisorSpec) ->
         changed=tuple(changed),
         restarted=tuple(c for c in kept if c in restart),
         adopted=tuple(adopted),
+        retuned=tuple(retuned),
         flags=tuple(f for f in _FLAGS if getattr(old, f) != getattr(new, f)),
         reordered=kept != kept_old_order,
     )

@@ -246,7 +246,7 @@ class SupervisorRequests(SupervisorChildren):
         new = plan.spec
         new_by_id = {c.id: c for c in new.children}
         restarted = set(plan.restarted)
-        for child_id in (*plan.changed, *plan.adopted):
+        for child_id in (*plan.changed, *plan.adopted, *plan.retuned):
             if child_id not in core:
                 continue  # deleted by an operator since: nothing to update
             slot, spec = self.slots[child_id], new_by_id[child_id]
@@ -269,6 +269,7 @@ class SupervisorRequests(SupervisorChildren):
             if slot.cell is not None:
                 slot.cell.mailbox.capacity = spec.mailbox.capacity
                 slot.cell.mailbox.overflow = spec.mailbox.overflow
+                self._services.set_breakers(slot.cell, spec.breakers)
             if child_id in plan.changed:
                 self._release(slot)  # its parked runner knows the old spec
         core.reconfigure(new.strategy, new.intensity, new.period, new.auto_shutdown)

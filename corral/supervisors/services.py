@@ -7,20 +7,28 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Final, Protocol, final
 
+import anyio
 import attrs
 
+from corral.actors.breaker import build_breakers
 from corral.actors.deadletter import DeadLetter, DeadLetterBox
 from corral.actors.registry import Registry, within
 from corral.actors.timers import TimerWheel
 from corral.actors.timing import Timings
 from corral.actors.waiter import waiter_factory
 from corral.errors import SpecError, StartError, UnknownPathError
-from corral.supervisors.events import ChildExited, EventBus, MessageDeadLettered
+from corral.supervisors.events import (
+    BreakerChanged,
+    ChildExited,
+    EventBus,
+    MessageDeadLettered,
+)
 from corral.supervisors.spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping
 
+    from corral.actors.breaker import Breaker, BreakerSpec, BreakerState
     from corral.actors.cell import ActorCell
     from corral.supervisors.core import ChildInfo, Counts, SupervisorCore
     from corral.supervisors.reconfigure import Reconfiguration
@@ -71,6 +79,7 @@ class TreeServices:
     """What every supervisor and actor of one tree shares."""
 
     __slots__ = (
+        "breakers",
         "bus",
         "cells",
         "exits",
@@ -104,6 +113,7 @@ class TreeServices:
         self.letters.listener = self._dead_lettered
         self.registry = Registry()
         self.cells: dict[str, ActorCell] = {}  # by path, across supervisor restarts
+        self.breakers: dict[str, dict[str, Breaker]] = {}  # the cells' that have any, by path
         # The last exits of each child, by path: across its supervisor's restarts (`why` of a
         # child whose supervisor was restarted tells what led there), until it is removed.
         self.exits: dict[str, deque[ChildExited]] = {}
@@ -119,6 +129,38 @@ class TreeServices:
         if bus.active:
             bus.publish(
                 MessageDeadLettered(letter.path, letter.reason, letter.exception, letter.at)
+            )
+
+    def set_breakers(self, cell: ActorCell, specs: Mapping[str, BreakerSpec]) -> None:
+        """Give *cell* the breakers *specs* declare: those it has keep their state and take
+        the new thresholds (a reload), new ones start closed, undeclared ones go."""
+        if not specs and cell.breakers is None:
+            return
+        breakers = build_breakers(
+            cell.path, specs, self.random, anyio.current_time(), cell.breakers
+        )
+        cell.breakers = breakers
+        if breakers is None:
+            del self.breakers[cell.path]
+            return
+        for breaker in breakers.values():
+            breaker.listener = self._breaker_changed
+        self.breakers[cell.path] = breakers
+
+    def _breaker_changed(self, breaker: Breaker, previous: BreakerState, why: str) -> None:
+        bus = self.bus
+        if bus.active:
+            now = breaker.changed_at
+            bus.publish(
+                BreakerChanged(
+                    breaker.path,
+                    breaker.name,
+                    breaker.state.value,
+                    previous.value,
+                    why,
+                    breaker.retry_in(now),
+                    now,
+                )
             )
 
     def timings_of(self, supervisor: str) -> Timings | None:
@@ -205,6 +247,7 @@ class TreeServices:
             cell.discard("undelivered")
             self.registry.unregister(cell.path)
             del self.cells[cell.path]
+            self.breakers.pop(cell.path, None)
         if self.timings and not worker:
             for supervisor in [p for p in self.timings if within(p, path) and p not in keep]:
                 del self.timings[supervisor]

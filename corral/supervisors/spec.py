@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import TYPE_CHECKING, Literal, TypeAlias
+import re
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import attrs
 
+from corral.actors.breaker import BreakerSpec, grown_delay
 from corral.actors.mailbox import Overflow
 from corral.errors import SpecError
 
@@ -27,6 +29,7 @@ __all__ = (
     "INFINITY",
     "AutoShutdown",
     "Backoff",
+    "BreakerSpec",
     "ChildSpec",
     "ChildStart",
     "ChildType",
@@ -139,12 +142,7 @@ class Backoff:
 
     def delay(self, attempt: int, sample: float) -> float:
         """Seconds to wait before restart number *attempt* (>= 1); *sample* is uniform in [0, 1)."""
-        try:
-            grown = self.initial * self.multiplier ** (attempt - 1)
-        except OverflowError:  # a child failing for hours: far past the cap anyway
-            grown = math.inf
-        base = min(self.cap, grown) if self.initial > 0 else 0.0
-        return base * (1.0 - self.jitter * sample)
+        return grown_delay(self.initial, self.cap, self.multiplier, self.jitter, attempt, sample)
 
 
 @attrs.frozen
@@ -192,6 +190,7 @@ class ChildSpec:
     significant: bool = False
     backoff: Backoff | None = None
     mailbox: MailboxSpec = MailboxSpec()
+    breakers: Mapping[str, BreakerSpec] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         child_id: object = self.id
@@ -221,6 +220,29 @@ class ChildSpec:
         if not is_sup and not callable(start):
             msg = f"child {self.id!r}: start must be an Actor class, an async function or a spec"
             raise SpecError(msg)
+        self._check_breakers(is_sup)
+
+    def _check_breakers(self, is_sup: bool) -> None:
+        breakers: object = self.breakers
+        if not isinstance(breakers, dict):
+            msg = f"child {self.id!r}: breakers must be a dict of name -> BreakerSpec"
+            raise SpecError(msg)
+        if breakers and is_sup:
+            msg = f"child {self.id!r}: a supervisor has no breakers (its actors declare theirs)"
+            raise SpecError(msg)
+        for name, breaker in breakers.items():
+            if not isinstance(name, str) or not BREAKER_NAME.fullmatch(name):
+                msg = (
+                    f"child {self.id!r}: breaker name {name!r} must be 1-64 letters, digits,"
+                    " '_', '-' or '.'"
+                )
+                raise SpecError(msg)
+            if not isinstance(breaker, BreakerSpec):
+                msg = f"child {self.id!r}: breaker {name!r} must be a BreakerSpec, got {breaker!r}"
+                raise SpecError(msg)
+
+
+BREAKER_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _check_enum(name: str, value: object, kind: type[enum.Enum]) -> None:

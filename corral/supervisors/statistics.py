@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
+    from corral.actors.breaker import BreakerStatistics
     from corral.supervisors.core import ChildStatus
     from corral.supervisors.events import ChildExited
     from corral.supervisors.spec import ChildType, ExitKind, Strategy
@@ -33,6 +34,7 @@ class ChildStatistics:
     handled: int
     dead_letters: int
     supervisor: SupervisorStatistics | None  # for a supervisor child that is running
+    breakers: tuple[BreakerStatistics, ...] = ()  # a worker's, in declaration order
 
 
 @attrs.frozen

@@ -420,6 +420,9 @@ class Supervisor(SupervisorRequests):
                     handled=cell.handled if cell is not None else 0,
                     dead_letters=letters.get(slot.path, 0),
                     supervisor=sub.statistics() if sub is not None else None,
+                    breakers=()
+                    if cell is None or cell.breakers is None
+                    else tuple(b.snapshot() for b in cell.breakers.values()),
                 )
             )
         return SupervisorStatistics(

@@ -36,8 +36,8 @@ start = "tests.e2e.actors:Echo"
 """
 
 COMMANDS = (
-    "call, cast, dead-letters, delete-child, events, kill, metrics, ping, reload, restart,"
-    " shutdown, start, start-child, status, stop, terminate-child, why"
+    "breaker, breakers, call, cast, dead-letters, delete-child, events, kill, metrics, ping,"
+    " reload, restart, shutdown, start, start-child, status, stop, terminate-child, why"
 )
 PING = b'{"command": "ping"}'
 

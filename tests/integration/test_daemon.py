@@ -83,8 +83,8 @@ max-children = 2
 child = { id = "w", start = "corral.demo:Echo", restart = "temporary" }
 """
 COMMANDS = (
-    "call, cast, dead-letters, delete-child, events, kill, metrics, ping, reload, restart,"
-    " shutdown, start, start-child, status, stop, terminate-child, why"
+    "breaker, breakers, call, cast, dead-letters, delete-child, events, kill, metrics, ping,"
+    " reload, restart, shutdown, start, start-child, status, stop, terminate-child, why"
 )
 
 

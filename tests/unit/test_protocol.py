@@ -19,6 +19,9 @@ def test_all_is_pinned() -> None:
         "MAX_DEPTH",
         "MAX_FRAME",
         "Answer",
+        "BreakerAction",
+        "BreakerInfo",
+        "Breakers",
         "CallActor",
         "CastActor",
         "Code",
@@ -131,6 +134,16 @@ def test_all_is_pinned() -> None:
             id="call",
         ),
         pytest.param(
+            protocol.Breakers(path="/api"),
+            b'{"command":"breakers","path":"/api"}',
+            id="breakers",
+        ),
+        pytest.param(
+            protocol.BreakerAction(path="/api", name="pricing", action="open"),
+            b'{"command":"breaker","path":"/api","name":"pricing","action":"open"}',
+            id="breaker",
+        ),
+        pytest.param(
             protocol.CastActor(path="/kv", message=["put", "a", 1]),
             b'{"command":"cast","path":"/kv","message":["put","a",1]}',
             id="cast",
@@ -149,6 +162,8 @@ def test_every_request_kind_is_covered() -> None:
     """The round-trip table names every command of the Request union."""
     tags = sorted(t.__struct_config__.tag for t in protocol.Request.__args__)
     assert tags == [
+        "breaker",
+        "breakers",
         "call",
         "cast",
         "dead-letters",
@@ -311,6 +326,18 @@ def test_reload_takes_the_documented_dry_run_key() -> None:
             msgspec.ValidationError,
             "Object missing required field `message`",
             id="cast-no-message",
+        ),
+        pytest.param(
+            b'{"command":"breaker","path":"/api","name":"pricing","action":"close"}',
+            msgspec.ValidationError,
+            "Invalid enum value 'close' - at `$.action`",
+            id="breaker-unknown-action",
+        ),
+        pytest.param(
+            b'{"command":"breaker","path":"/api","name":"a b","action":"open"}',
+            msgspec.ValidationError,
+            "Expected `str` matching regex '^[A-Za-z0-9_.-]{1,64}$' - at `$.name`",
+            id="breaker-bad-name",
         ),
     ],
 )

@@ -9,12 +9,12 @@ import pytest
 import corral
 
 MODULES = {
-    "corral.errors": 18,
-    "corral.supervisors.spec": 16,
+    "corral.errors": 22,
+    "corral.supervisors.spec": 17,
     "corral.supervisors.intensity": 1,
     "corral.supervisors.plan": 2,
     "corral.supervisors.core": 12,
-    "corral.supervisors.events": 12,
+    "corral.supervisors.events": 13,
     "corral.supervisors.statistics": 2,
     "corral.supervisors.slots": 16,
     "corral.supervisors.children": 1,
@@ -25,7 +25,8 @@ MODULES = {
     "corral.supervisors.tree": 5,
     "corral.actors.mailbox": 10,
     "corral.actors.waiter": 4,
-    "corral.actors.actor": 11,
+    "corral.actors.actor": 12,
+    "corral.actors.breaker": 10,
     "corral.actors.cell": 7,
     "corral.actors.registry": 3,
     "corral.actors.deadletter": 2,
@@ -54,6 +55,6 @@ def test_module_all_is_a_tuple_of_existing_names(name: str, count: int) -> None:
 def test_package_reexports_resolve() -> None:
     """Every name corral re-exports is importable from the package root."""
     assert isinstance(corral.__all__, tuple)
-    assert len(corral.__all__) == 63
+    assert len(corral.__all__) == 72
     missing = [n for n in corral.__all__ if not hasattr(corral, n)]
     assert missing == []

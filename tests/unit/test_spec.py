@@ -46,6 +46,7 @@ def test_all_is_pinned() -> None:
         "INFINITY",
         "AutoShutdown",
         "Backoff",
+        "BreakerSpec",
         "ChildSpec",
         "ChildStart",
         "ChildType",
