@@ -49,19 +49,43 @@ class Sink(corral.Actor):
         return message
 
 
-def _sink_tree(expected: int, done: anyio.Event) -> corral.SupervisorSpec:
+class GuardedSink(Sink):
+    """A Sink that handles each message through its closed breaker ``dep``."""
+
+    async def handle(self, message: object) -> object:
+        async with self.ctx.breaker("dep"):
+            self.count += 1
+            if self.count == self.expected:
+                self.done.set()
+            return message
+
+
+BREAKERS = {"dep": corral.BreakerSpec(), "other": corral.BreakerSpec(failure_rate=0.5)}
+
+
+def _sink_tree(
+    expected: int, done: anyio.Event, sink: type[Sink] = Sink, *, breakers: bool = False
+) -> corral.SupervisorSpec:
     mailbox = corral.MailboxSpec(capacity=QUEUE_SIZE)
     args = {"expected": expected, "done": done}
-    return corral.SupervisorSpec([corral.ChildSpec("sink", Sink, args=args, mailbox=mailbox)])
+    child = corral.ChildSpec(
+        "sink", sink, args=args, mailbox=mailbox, breakers=BREAKERS if breakers else {}
+    )
+    return corral.SupervisorSpec([child])
 
 
 # -- casts ---------------------------------------------------------------------------------
 
 
-async def corral_casts(n: int, *, timings: bool = False) -> float:
-    """Casts per second into one actor (*timings*: as the daemon runs it with metrics on)."""
+async def corral_casts(
+    n: int, *, timings: bool = False, sink: type[Sink] = Sink, breakers: bool = False
+) -> float:
+    """Casts per second into one actor (*timings*: as the daemon runs it with metrics on;
+    *breakers*: the child declares two, closed; *sink*: GuardedSink handles each message
+    through one)."""
     done = anyio.Event()
-    async with corral.open_tree(_sink_tree(n, done), timings=timings) as tree:
+    spec = _sink_tree(n, done, sink, breakers=breakers)
+    async with corral.open_tree(spec, timings=timings) as tree:
         ref = tree.lookup("/sink")
         start = time.perf_counter()
         for i in range(n):
@@ -109,10 +133,14 @@ async def raw_trio_casts(n: int) -> float:
 # -- calls ---------------------------------------------------------------------------------
 
 
-async def corral_calls(n: int, *, timings: bool = False) -> float:
-    """Call round trips per second to one actor (*timings*: metrics on)."""
+async def corral_calls(
+    n: int, *, timings: bool = False, sink: type[Sink] = Sink, breakers: bool = False
+) -> float:
+    """Call round trips per second to one actor (*timings*: metrics on; *breakers*, *sink*:
+    as for casts)."""
     done = anyio.Event()
-    async with corral.open_tree(_sink_tree(n, done), timings=timings) as tree:
+    spec = _sink_tree(n, done, sink, breakers=breakers)
+    async with corral.open_tree(spec, timings=timings) as tree:
         ref = tree.lookup("/sink")
         start = time.perf_counter()
         for i in range(n):
@@ -190,3 +218,19 @@ async def corral_casts_timed(n: int) -> float:
 
 async def corral_calls_timed(n: int) -> float:
     return await corral_calls(n, timings=True)
+
+
+async def corral_casts_breakers(n: int) -> float:
+    return await corral_casts(n, breakers=True)
+
+
+async def corral_calls_breakers(n: int) -> float:
+    return await corral_calls(n, breakers=True)
+
+
+async def corral_casts_guarded(n: int) -> float:
+    return await corral_casts(n, sink=GuardedSink, breakers=True)
+
+
+async def corral_calls_guarded(n: int) -> float:
+    return await corral_calls(n, sink=GuardedSink, breakers=True)

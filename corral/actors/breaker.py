@@ -260,11 +260,14 @@ class Breaker:
 
     # -- calls -------------------------------------------------------------------------------
 
-    def admit(self, now: float) -> int:
-        """Let a call through (its ticket) or raise ``BreakerOpenError``."""
+    def admit(self, now: float | None = None) -> int:
+        """Let a call through (its ticket) or raise ``BreakerOpenError``. *now*: the time,
+        read from the loop's clock when not given (only when needed: never while closed)."""
         state = self.state
         if state is BreakerState.CLOSED:
             return self.ticket
+        if now is None:
+            now = anyio.current_time()
         if state is BreakerState.OPEN:
             if self.held or now < self.reopen_at:
                 self.rejected += 1
@@ -276,9 +279,20 @@ class Breaker:
         self.in_trial += 1
         return self.ticket
 
-    def record(self, ticket: int, outcome: str, error: BaseException | None, now: float) -> None:
+    def record(
+        self, ticket: int, outcome: str, error: BaseException | None, now: float | None = None
+    ) -> None:
         """The outcome of a call let through with *ticket*: ``SUCCESS``, ``FAILURE`` or
-        ``IGNORED`` (see ``classify``); *error* is a failure's exception."""
+        ``IGNORED`` (see ``classify``); *error* is a failure's exception. *now*: as for
+        ``admit`` (read only for a change of state)."""
+        if outcome is SUCCESS and ticket == self.ticket and self.state is BreakerState.CLOSED:
+            self.succeeded += 1  # the common case, first and short
+            self.consecutive = 0
+            window = self._window
+            if window and len(window) == window.maxlen and window[0]:
+                self.window_failures -= 1
+            window.append(False)
+            return
         if outcome == SUCCESS:
             self.succeeded += 1
         elif outcome == FAILURE:
@@ -295,7 +309,7 @@ class Breaker:
             elif outcome == SUCCESS:
                 self.trial_successes += 1
                 if self.trial_successes >= self.spec.trials:
-                    self._close(now, f"{self.trial_successes} trial call(s) succeeded")
+                    self._close(now, f"{_count(self.trial_successes, 'trial call')} succeeded")
             return
         if self.state is not BreakerState.CLOSED or outcome == IGNORED:
             return
@@ -310,7 +324,9 @@ class Breaker:
             return
         spec = self.spec
         if spec.failures is not None and self.consecutive >= spec.failures:
-            self._open(now, f"{self.consecutive} failures in a row, last: {_describe(error)}")
+            self._open(
+                now, f"{_count(self.consecutive, 'failure')} in a row, last: {_describe(error)}"
+            )
         elif (
             spec.failure_rate is not None
             and len(window) >= spec.min_calls
@@ -388,13 +404,15 @@ class Breaker:
 
     # -- transitions ---------------------------------------------------------------------
 
-    def _open(self, now: float, why: str) -> None:
+    def _open(self, now: float | None, why: str) -> None:
+        if now is None:
+            now = anyio.current_time()
         self.attempt += 1
         self._enter(
             BreakerState.OPEN, now, why, now + self.spec.open_for(self.attempt, self.random())
         )
 
-    def _close(self, now: float, why: str) -> None:
+    def _close(self, now: float | None, why: str) -> None:
         self.attempt = 0
         self._clear()
         self._enter(BreakerState.CLOSED, now, why)
@@ -405,8 +423,10 @@ class Breaker:
         self.window_failures = 0
 
     def _enter(
-        self, state: BreakerState, now: float, why: str, reopen_at: float = math.inf
+        self, state: BreakerState, now: float | None, why: str, reopen_at: float = math.inf
     ) -> None:
+        if now is None:
+            now = anyio.current_time()
         old = self.state
         self.state = state
         self.ticket += 1
@@ -424,13 +444,17 @@ class Breaker:
         if self.held:
             when = "held open by an operator (`corral breaker reset` closes it)"
         elif self.state is BreakerState.HALF_OPEN:
-            when = f"half-open: its {self.spec.trials} trial call(s) are under way"
+            when = f"half-open: its {_count(self.spec.trials, 'trial call')} under way"
         else:
             when = f"open: next trial in {retry_in:.3f} s"
         msg = f"breaker {self.name!r} of {self.path} is {when}"
         return BreakerOpenError(
             msg, path=self.path, breaker=self.name, state=self.state.value, retry_in=retry_in
         )
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
 def _describe(error: BaseException | None) -> str:
@@ -484,11 +508,10 @@ class Guard:
             msg = "a Guard serves one call at a time: take ctx.breaker(name) for each call"
             raise RuntimeError(msg)
         breaker = self._breaker
-        now = anyio.current_time()
-        self._ticket = breaker.admit(now)
+        self._ticket = breaker.admit()
         timeout = breaker.spec.timeout
         if timeout is not None:
-            scope = self._scope = anyio.CancelScope(deadline=now + timeout)
+            scope = self._scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
             scope.__enter__()
         return self
 
@@ -512,9 +535,9 @@ class Guard:
                     path=breaker.path,
                     breaker=breaker.name,
                 )
-                breaker.record(ticket, breaker.classify(error), error, anyio.current_time())
+                breaker.record(ticket, breaker.classify(error), error)
                 raise error from None
-        breaker.record(ticket, breaker.classify(exc), exc, anyio.current_time())
+        breaker.record(ticket, SUCCESS if exc is None else breaker.classify(exc), exc)
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: object) -> T:
         """``await fn(*args)`` through the breaker."""

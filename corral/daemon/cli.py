@@ -329,6 +329,10 @@ def _describe(node: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _plural(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
 def _breaker_state(breaker: dict[str, Any]) -> str:
     """``open (next trial in 3.2s)``, ``open (held by an operator)``, ``half-open``..."""
     state = str(breaker["state"])
@@ -352,7 +356,7 @@ def render_breaker(breaker: dict[str, Any]) -> str:
     window = f"{breaker.get('window_failures', 0)}/{breaker.get('window_calls', 0)} failed"
     return (
         f"{breaker['name']}: {_breaker_state(breaker)} for {duration(breaker['since'])};"
-        f" {breaker.get('failures_in_a_row', 0)} failures in a row, window {window};"
+        f" {_plural(breaker.get('failures_in_a_row', 0), 'failure')} in a row, window {window};"
         f" totals {breaker.get('succeeded', 0)} ok, {breaker.get('failed', 0)} failed,"
         f" {breaker.get('rejected', 0)} rejected, {breaker.get('ignored', 0)} ignored"
         + (f"; last failure: {breaker['last_failure']}" if breaker.get("last_failure") else "")

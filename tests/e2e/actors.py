@@ -73,6 +73,23 @@ class Dropper(corral.Actor):
         return message
 
 
+class Poller(corral.Actor):
+    """Polls an upstream through its breaker ``upstream`` once started; the upstream refuses
+    every connection, so the breaker opens (what it does with a refusal or an open breaker:
+    nothing, it polls again when told)."""
+
+    async def on_start(self) -> None:
+        self.ctx.send_after(0, "poll")
+
+    async def handle(self, message: object) -> object:
+        try:
+            async with self.ctx.breaker("upstream"):
+                msg = "upstream refused the connection"
+                raise ConnectionRefusedError(msg)
+        except (ConnectionError, corral.BreakerOpenError):
+            return "unavailable"
+
+
 async def finishes(ctx: corral.Context) -> None:
     """Returns as soon as it has started: a normal exit (with ``significant``, its
     supervisor's auto-shutdown decides what follows)."""

@@ -79,6 +79,11 @@ args = { password = "hunter2", url = "postgres://u:s3cret@db/x" }
 backoff = { initial = 3600.0, cap = 3600.0 }
 
 [[supervisor.children]]
+id = "poller"  # after /vault (its entries come later): its breaker opens at once
+start = "tests.e2e.actors:Poller"
+breakers = { upstream = { failures = 1, wait = 3600, wait-cap = 3600 } }
+
+[[supervisor.children]]
 id = "flaky"  # crash-loops once asked to: gives up, escalates, and is not restarted
 type = "supervisor"
 restart = "temporary"
@@ -225,6 +230,9 @@ def scenario(d: Daemon, follower: Follower) -> dict[str, Result]:
     """Drive the daemon through every kind of entry; returns the outputs of the commands that
     show the secret child, captured while it ran. Ends with the daemon stopped (exit 0)."""
     follower.event("restart-scheduled", "/vault/login")  # crashed at boot, back in an hour
+    follower.event("breaker-changed", "/poller")  # opened by its first poll
+    assert d.cli("breaker", "reset", "/poller", "upstream").rc == 0
+    follower.wait_for(lambda e: e.get("BREAKER_STATE") == "closed")
     assert d.cli("start-child", "/flaky", "--id", "c1").rc == 0
     follower.event("supervisor-escalated", "/flaky")
     failed = d.cli("start-child", "/pool", "--id", "w1")
@@ -243,8 +251,8 @@ def scenario(d: Daemon, follower: Follower) -> dict[str, Result]:
             ("why", "/vault/login"),
             ("why", "/vault/login", "--json"),
             ("status", "--json"),
-            ("events",),
-            ("events", "--json"),
+            ("events", "--recent", "100"),
+            ("events", "--recent", "100", "--json"),
         )
     }
     assert d.stop() == 0
@@ -296,6 +304,28 @@ KINDS: list[tuple[str, str | None, dict[str, str]]] = [
     ),
     ("audit", "/app/db", {"COMMAND": "kill", "RESULT": "ok", "PRIORITY": "6"}),
     ("audit", "/pool", {"COMMAND": "start-child", "RESULT": "error start_failed"}),
+    (
+        "breaker-changed",
+        "/poller",
+        {
+            "BREAKER": "upstream",
+            "BREAKER_STATE": "open",
+            "REASON": "1 failure in a row, last: ConnectionRefusedError: upstream refused the"
+            " connection",
+            "PRIORITY": "4",
+        },
+    ),
+    (
+        "breaker-changed",
+        "/poller",
+        {
+            "BREAKER": "upstream",
+            "BREAKER_STATE": "closed",
+            "REASON": "reset by an operator (`corral breaker reset`)",
+            "PRIORITY": "6",
+        },
+    ),
+    ("audit", "/poller", {"COMMAND": "breaker", "RESULT": "ok"}),
     ("loop-stall", "/stallers/b1", {"PRIORITY": "3"}),
     ("loop-recovered", None, {"PRIORITY": "4"}),
     ("daemon-ready", None, {"PRIORITY": "6"}),
@@ -402,7 +432,13 @@ def test_secrets_never_reach_the_journal(recorded: Recorded) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["why /vault/login", "why /vault/login --json", "status --json", "events", "events --json"],
+    [
+        "why /vault/login",
+        "why /vault/login --json",
+        "status --json",
+        "events --recent 100",
+        "events --recent 100 --json",
+    ],
 )
 def test_secrets_are_redacted_in_command_output(recorded: Recorded, command: str) -> None:
     """What `corral why`, `status --json` and `events` said of the crash has no secret in it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -145,3 +146,69 @@ def test_prometheus_sees_the_restart_of_a_killed_child(
     assert up["value"][1] == "1"
     (ready,) = prometheus.query(f'corral_ready{{job="{job}"}}')
     assert ready["value"][1] == "1"
+
+
+POLLER = """
+[supervisor]
+intensity = 10
+period = 60
+
+[[supervisor.children]]
+id = "poller"
+start = "tests.e2e.actors:Poller"
+breakers = { upstream = { failures = 1, wait = 3600, wait-cap = 3600 } }
+"""
+
+
+def test_an_open_breaker_is_seen_by_prometheus_and_its_alert_rule(
+    prometheus: Prometheus, workdir: Path, backend: str, daemons: list[Daemon]
+) -> None:
+    """The poller's breaker opens; Prometheus scrapes corral_breaker_state at 1 for "open",
+    and the shipped CorralBreakerOpen rule is pending (it fires after 10 minutes). After
+    `corral breaker reset` the state is closed and the alert is gone. The CLI tells the
+    same story meanwhile."""
+    config = write_config(workdir, POLLER)
+    text = config.read_text().replace('metrics-listen = ""', 'metrics-listen = "127.0.0.1:0"')
+    config.write_text(text)
+    daemon = Daemon.start(config, backend, wait_ready=False)
+    daemons.append(daemon)
+    url = daemon.wait_for(lambda r: r.get("event") == "metrics-listening")["url"]
+    daemon.event("breaker-changed", "/poller")
+    job = f"corral-breaker-{backend}"
+    prometheus.add_target(url.removeprefix("http://"), job)
+    state = f'corral_breaker_state{{job="{job}",path="/poller",breaker="upstream",state="%s"}}'
+    prometheus.wait_for(state % "open", "1")
+    alert = f'ALERTS{{alertname="CorralBreakerOpen",job="{job}"}}'
+    (pending,) = prometheus.wait_for(alert, "1")
+    assert pending["metric"]["alertstate"] == "pending"
+    assert (pending["metric"]["path"], pending["metric"]["breaker"]) == ("/poller", "upstream")
+
+    status = daemon.cli("status")
+    assert status.rc == 0
+    assert status.out.splitlines()[-1] == (
+        "1 breaker(s) not closed: /poller upstream (see corral breakers)"
+    )
+    listed = daemon.cli("breakers")
+    assert listed.rc == 0
+    assert re.fullmatch(
+        r"/poller upstream: open \(next trial in \d+m \d+s\) for \d+\.\ds;"
+        r" 1 failure in a row, window 1/1 failed; totals 0 ok, 1 failed, 0 rejected,"
+        r" 0 ignored; last failure: ConnectionRefusedError\('upstream refused the connection'\)\n",
+        listed.out,
+    ), listed.out
+
+    reset = daemon.cli("breaker", "reset", "/poller", "upstream")
+    assert (reset.rc, reset.out) == (
+        0,
+        "/poller: breaker 'upstream' closed, its window and run of failures emptied\n",
+    )
+    prometheus.wait_for(state % "closed", "1")
+    deadline = time.monotonic() + DEADLINE
+    while prometheus.query(alert):  # the next rule evaluation drops it
+        assert time.monotonic() < deadline, prometheus.query(alert)
+        time.sleep(0.5)
+    unknown = daemon.cli("breaker", "open", "/poller", "nope")
+    assert unknown.rc == 1
+    assert unknown.err == (
+        "corral: /poller: ERROR (not_found) /poller has no breaker 'nope' (declared: upstream)\n"
+    )

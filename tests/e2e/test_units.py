@@ -38,6 +38,7 @@ MESSAGE_IDS = {
     "supervisor-auto-shutdown": "70174c73790846b780dfff71e61f57e1",
     "supervisor-escalated": "7f8c584671a34f388d610e120223d413",
     "dead-letter": "9adcf6569e4c49db9933d45c425e1d78",
+    "breaker-changed": "bccccd81257e4ce892aed22b09edefbd",
     "audit": "14f8d5f30ab349c9b898bfda820768d5",
     "loop-stall": "40dcdafe5219416aa651db7a5f7eacf2",
     "loop-recovered": "8361ae00036742e4876f4281ed02fb7b",

@@ -176,7 +176,7 @@ async def test_the_trial_after_the_wait_closes_it() -> None:
     opened = events.find(corral.BreakerChanged, "/api")[0]
     assert (opened.breaker, opened.reason) == (
         "dep",
-        "1 failures in a row, last: ConnectionError: dependency down",
+        "1 failure in a row, last: ConnectionError: dependency down",
     )
 
 

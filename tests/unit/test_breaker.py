@@ -117,7 +117,7 @@ def test_open_rejects_until_its_wait_then_half_open_lets_trials_through() -> Non
     assert str(caught.value) == "breaker 'pricing' of /api is open: next trial in 0.500 s"
     first, second = b.admit(11.5), b.admit(11.5)
     assert state(b) is BreakerState.HALF_OPEN
-    with pytest.raises(corral.BreakerOpenError, match="half-open: its 2 trial call"):
+    with pytest.raises(corral.BreakerOpenError, match="half-open: its 2 trial calls under way"):
         b.admit(11.5)
     b.record(first, SUCCESS, None, 12.0)
     assert state(b) is BreakerState.HALF_OPEN  # one of two trials
@@ -211,7 +211,7 @@ def test_transitions_reach_the_listener() -> None:
     fail(b)
     succeed(b)
     assert seen == [
-        ("closed", "open", "1 failures in a row, last: ConnectionError: refused"),
+        ("closed", "open", "1 failure in a row, last: ConnectionError: refused"),
         ("open", "half-open", "its wait is over: trial calls go through"),
-        ("half-open", "closed", "1 trial call(s) succeeded"),
+        ("half-open", "closed", "1 trial call succeeded"),
     ]
