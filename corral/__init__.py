@@ -71,6 +71,7 @@ from corral.supervisors.events import (
     SupervisorEscalated,
     SupervisorGaveUp,
 )
+from corral.supervisors.levels import ServiceLevel, ServiceStatus
 from corral.supervisors.spec import (
     BRUTAL,
     INFINITY,
@@ -142,6 +143,8 @@ __all__ = (
     "RestartType",
     "RestartingError",
     "RunningError",
+    "ServiceLevel",
+    "ServiceStatus",
     "SpecError",
     "StartError",
     "StartFailed",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, Final, Generic, final
+from typing import TYPE_CHECKING, Any, Final, Generic, final, overload
 
 import anyio
 import anyio.lowlevel
@@ -24,7 +24,9 @@ from corral.errors import (
     ActorCrashedError,
     ActorNotRunningError,
     ActorRestartingError,
+    BreakerOpenError,
     CallTimeoutError,
+    CorralError,
     MailboxFullError,
     NoReplyError,
 )
@@ -49,6 +51,9 @@ Req = TypeVar("Req", contravariant=True, default=Any)
 """What an actor takes (``Actor[Req, Rep]``, ``ActorRef[Req, Rep]``); unsaid: anything."""
 Rep = TypeVar("Rep", covariant=True, default=object)
 """What its ``call`` answers; unsaid: ``object`` (narrow it where you use it)."""
+F = TypeVar("F")  # a call's fallback
+
+_NO_FALLBACK: Final = object()
 
 
 @final
@@ -119,6 +124,7 @@ class ActorCell:
         "cleanup_deadline",
         "cleanup_scope",
         "current",
+        "fallbacks",
         "handled",
         "letters",
         "mailbox",
@@ -169,6 +175,7 @@ class ActorCell:
         self.monitors: list[Monitor] | None = None  # watching its running incarnation
         self.watching: set[Monitor] | None = None  # the running incarnation's own monitors
         self.breakers: dict[str, Breaker] | None = None  # its child's, by name (none: None)
+        self.fallbacks: dict[str, int] | None = None  # callers' fallbacks used, by reason
 
     @property
     def ref(self) -> ActorRef:
@@ -388,14 +395,53 @@ class ActorRef(Generic[Req, Rep]):
             cell.dead_letter(message, "dropped", None)
         return queued
 
+    @overload
+    async def call(
+        self,
+        message: Req,
+        *,
+        timeout: float = ...,  # noqa: ASYNC109
+        fail_fast: bool = ...,
+    ) -> Rep: ...
+
+    @overload
+    async def call(
+        self,
+        message: Req,
+        *,
+        timeout: float = ...,  # noqa: ASYNC109
+        fail_fast: bool = ...,
+        fallback: Callable[[CorralError], F],
+    ) -> Rep | F: ...
+
+    @overload
+    async def call(
+        self,
+        message: Req,
+        *,
+        timeout: float = ...,  # noqa: ASYNC109
+        fail_fast: bool = ...,
+        fallback: F,
+    ) -> Rep | F: ...
+
     async def call(
         self,
         message: Req,
         *,
         timeout: float = DEFAULT_CALL_TIMEOUT,  # noqa: ASYNC109  # a call's contract (gen_server:call)
         fail_fast: bool = False,
-    ) -> Rep:
+        fallback: object = _NO_FALLBACK,
+    ) -> object:
         """Send *message* and wait for the reply, for at most *timeout* seconds in all.
+
+        With *fallback*, the callee's failure to serve gives the fallback instead of an
+        error: when it is not running (``ActorNotRunningError``, ``ActorRestartingError``),
+        does not answer in time (``CallTimeoutError``), its mailbox is full
+        (``MailboxFullError``), or it crashed on a ``BreakerOpenError`` (one of its breakers
+        is open). A callable fallback is called with that error and its result answered;
+        anything else is answered as it is. Each use is counted by reason (metrics:
+        ``corral_call_fallbacks_total``). Other errors (the callee crashed on a bug of its
+        own) are raised as without a fallback.
 
         Raises:
             CallTimeoutError: no reply in time (if the message is still queued then, it is
@@ -406,6 +452,8 @@ class ActorRef(Generic[Req, Rep]):
                 waiting for its next incarnation to answer).
             MailboxFullError: the mailbox is full and rejects or drops.
         """
+        if fallback is not _NO_FALLBACK:
+            return await self._call_or_fallback(message, timeout, fail_fast, fallback)
         cell = self._check()
         if fail_fast:
             self._restarting(cell)
@@ -440,7 +488,32 @@ class ActorRef(Generic[Req, Rep]):
             raise self._timeout(cell, timeout)
         if timings is not None:  # answered calls only: a timeout is its own error
             timings.calls.observe(time.perf_counter() - sent)
-        return reply  # type: ignore[return-value]  # what its handle returns: Rep, by its type
+        return reply
+
+    async def _call_or_fallback(
+        self, message: Req, seconds: float, fail_fast: bool, fallback: object
+    ) -> object:
+        try:
+            return await self.call(message, timeout=seconds, fail_fast=fail_fast)
+        except ActorRestartingError as exc:
+            error: CorralError = exc
+            reason = "restarting"
+        except ActorNotRunningError as exc:
+            error, reason = exc, "not_running"
+        except CallTimeoutError as exc:
+            error, reason = exc, "timeout"
+        except MailboxFullError as exc:
+            error, reason = exc, "mailbox_full"
+        except ActorCrashedError as exc:
+            if not isinstance(exc.__cause__, BreakerOpenError):
+                raise
+            error, reason = exc, "breaker_open"
+        cell = self._cell
+        counts = cell.fallbacks
+        if counts is None:
+            counts = cell.fallbacks = {}
+        counts[reason] = counts.get(reason, 0) + 1
+        return fallback(error) if callable(fallback) else fallback
 
     def _timeout(self, cell: ActorCell, timeout: float) -> CallTimeoutError:
         msg = f"call to {cell.path} timed out after {timeout} s"

@@ -260,6 +260,10 @@ def render_status(node: dict[str, Any], *, colour: bool) -> list[str]:
     lines = [f"{_dot(node['state'], colour)} {node['path']}  {_describe(node)}"]
     if node.get("children") is not None:
         lines[0] += f"  ({total} below: {summary or 'none'})"
+    if node.get("service"):
+        reasons = node.get("service_reasons") or []
+        lines[0] += f"  service {node['service']}"
+        lines.extend(f"  {reason}" for reason in reasons)
     lines.extend(_render_children(node, "", colour))
     failed = list(_failed(node))
     if failed:

@@ -32,6 +32,7 @@ from corral.errors import (
     UnknownPathError,
     UnsupportedError,
 )
+from corral.supervisors.levels import ServiceLevel, ServiceStatus, service_status
 from corral.supervisors.spec import DynamicSupervisorSpec, RestartType, SupervisorSpec
 
 if TYPE_CHECKING:
@@ -43,10 +44,9 @@ if TYPE_CHECKING:
     from corral.supervisors.spec import ChildSpec
     from corral.supervisors.tree import Tree
 
-__all__ = ("FAILED_NAMED", "RECENT_EVENTS", "Killed", "TreeCommands", "version_string")
+__all__ = ("RECENT_EVENTS", "Killed", "TreeCommands", "version_string")
 
 RECENT_EVENTS: Final = 1000  # kept for `corral events`
-FAILED_NAMED: Final = 5  # /readyz names this many of the failed children
 _json: Final = msgspec.json.Encoder()
 _DECLINED: Final = "declined to start (corral.Ignore): not running; `corral why` says why"
 
@@ -75,6 +75,9 @@ class TreeCommands:
     spec: Callable[[], SupervisorSpec]  # as declared (the config's, or open_tree's)
     stopping: Callable[[], bool]
     warning: Callable[[], str | None] = _no_warning  # added to every answer when not None
+    ready_when: ServiceLevel = (
+        ServiceLevel.DEGRADED
+    )  # /readyz: ready at this service level or better
     recent: deque[Event] = attrs.field(factory=lambda: deque(maxlen=RECENT_EVENTS))
     applying: anyio.Lock = attrs.field(factory=anyio.Lock)  # a reload's changes; starts wait
 
@@ -104,23 +107,28 @@ class TreeCommands:
 
     def unready(self) -> str | None:
         """Why the running tree is not ready (/readyz answers 503), or None: the root at
-        the end of its restart budget, or failed children (the first ``FAILED_NAMED``
-        named)."""
+        the end of its restart budget, or a service level below ``ready_when`` (its reasons
+        name the children and breakers, the first ``MAX_NAMED`` of each kind)."""
         tree = self.tree_of()
         if tree is None:
             return "starting"
         budget = tree.root.core.intensity
         if budget.intensity and not budget.remaining(anyio.current_time()):
             return "root at its restart limit"
-        failed = sorted(tree.failed())
-        if failed:
-            named = ", ".join(failed[:FAILED_NAMED])
-            more = f" and {len(failed) - FAILED_NAMED} more" if len(failed) > FAILED_NAMED else ""
+        level = self.service_status()
+        if level.level.rank > self.ready_when.rank:
             return (
-                f"{len(failed)} failed (not running until started again): {named}{more};"
-                f" see corral why {failed[0]}"
+                f"service {level.describe()} (ready-when = {self.ready_when.value!r});"
+                f" see corral status"
             )
         return None
+
+    def service_status(self) -> ServiceStatus:
+        """The tree's service level now (``unavailable`` before it runs and while stopping)."""
+        tree = self.tree_of()
+        if tree is None:
+            return service_status(None)
+        return service_status(tree.statistics(), tree.held, stopping=self.stopping())
 
     def _tree(self) -> Tree:
         tree = self.tree_of()
@@ -133,7 +141,13 @@ class TreeCommands:
         return [view.event(e, clock) for e in recent]
 
     def status(self, path: str) -> protocol.StatusNode:
-        return view.status(self._tree(), path, stopping=self.stopping())
+        node = view.status(self._tree(), path, stopping=self.stopping())
+        if node.path != "/":
+            return node
+        level = self.service_status()
+        return msgspec.structs.replace(
+            node, service=level.level.value, service_reasons=list(level.reasons)
+        )
 
     def why(self, path: str) -> protocol.WhyResult:
         return view.why(self._tree(), path)

@@ -156,6 +156,7 @@ class ChildConfig(Base, frozen=True):
     restart: RestartName = "permanent"
     shutdown: Shutdown | None = None
     significant: bool = False
+    essential: bool = True
     backoff: BackoffConfig | None = None
     mailbox: MailboxConfig | None = None
     breakers: dict[str, BreakerConfig] | None = None
@@ -201,6 +202,8 @@ class DaemonConfig(Base, frozen=True):
     # time (EXTEND_TIMEOUT_USEC), and at least the longest child's shutdown timeout.
     progress_timeout: Positive = 30.0
     loop_stall_timeout: Positive = 1.0  # the loop blocked this long is a stall: logged, counted
+    # /readyz answers 200 while the service level is this or better (see supervisors/levels.py)
+    ready_when: Literal["full", "degraded"] = "degraded"
     # Actor args whose name contains one of these (case, "-" and "_" ignored) are shown as
     # "<redacted>" in logs, `status` and `why`; so are passwords in URLs and bearer tokens.
     redact: list[str] = msgspec.field(default_factory=lambda: list(REDACT_DEFAULT))
@@ -594,6 +597,7 @@ class _Converter:
                 restart=RestartType(config.restart),
                 type=ChildType(config.type),
                 significant=config.significant,
+                essential=config.essential,
                 **options,
             )
         except SpecError as exc:

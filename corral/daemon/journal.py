@@ -59,6 +59,7 @@ MESSAGE_IDS: Final = {
     "supervisor-escalated": "7f8c584671a34f388d610e120223d413",
     "dead-letter": "9adcf6569e4c49db9933d45c425e1d78",
     "breaker-changed": "bccccd81257e4ce892aed22b09edefbd",
+    "service-level": "9be91542f9ea489f8c47a334ea187105",
     "audit": "14f8d5f30ab349c9b898bfda820768d5",
     "loop-stall": "40dcdafe5219416aa651db7a5f7eacf2",
     "loop-recovered": "8361ae00036742e4876f4281ed02fb7b",
@@ -88,6 +89,7 @@ FIELDS: Final = {
     "stack": "STACK",
     "breaker": "BREAKER",
     "state": "BREAKER_STATE",
+    "service": "SERVICE_LEVEL",
 }
 _PRIORITY: Final = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
 

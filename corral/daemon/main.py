@@ -74,6 +74,7 @@ from corral.errors import (
     SupervisorGaveUpError,
 )
 from corral.supervisors.events import ChildAbandoned, SupervisorAutoShutdown
+from corral.supervisors.levels import ServiceLevel, ServiceStatus
 from corral.supervisors.reconfigure import declared_paths, plan_tree
 from corral.supervisors.spec import (
     DynamicSupervisorSpec,
@@ -145,6 +146,7 @@ class Daemon:
     _probes: anyio.abc.TaskGroup | None = None  # tasks that live as long as serve()
     _abandoned: list[str] = attrs.field(factory=list)  # paths, in the order abandoned
     _status_changed: anyio.Event = attrs.field(factory=anyio.Event)
+    _level: ServiceLevel | None = None  # the service level last logged
     _window: tuple[SupervisorSpec | None, float] = (None, 0.0)  # _progress_window's, per spec
     exit_now: Callable[[int], None] = attrs.field(factory=lambda: _hard_exit)  # tests replace it
     load_timeout: float = LOAD_TIMEOUT  # a reload gives up on reading its file after this
@@ -177,7 +179,11 @@ class Daemon:
     def __attrs_post_init__(self) -> None:
         self.settings = self.loaded.daemon if self.loaded is not None else DaemonConfig()
         self.commands = TreeCommands(
-            lambda: self.tree, lambda: self.spec, lambda: self._stopping, self._unsaved_warning
+            lambda: self.tree,
+            lambda: self.spec,
+            lambda: self._stopping,
+            self._unsaved_warning,
+            ready_when=ServiceLevel(self.settings.ready_when),
         )
         self.telemetry = HostMetrics(
             lambda: self.tree,
@@ -223,10 +229,9 @@ class Daemon:
         elif isinstance(event, SupervisorAutoShutdown) and event.path == "/":
             self._shut_down = True
         notifier = self.notifier
-        if notifier.enabled:
-            if self._booting or self._stopping:
-                notifier.extend(self._progress_window())
-            self._status_changed.set()
+        if notifier.enabled and (self._booting or self._stopping):
+            notifier.extend(self._progress_window())
+        self._status_changed.set()  # STATUS= and the service level, soon
 
     def _progress_window(self) -> float:
         """How much more systemd should wait after each child that starts or stops (worked
@@ -253,13 +258,36 @@ class Daemon:
         return max(self.settings.progress_timeout, longest + 5.0)
 
     async def _keep_status(self) -> None:
-        """STATUS= follows the tree, at most once a second."""
+        """STATUS= and the service level follow the tree, at most once a second: a change of
+        level is logged (its own journal entry, ``service-level``)."""
         while True:
             await self._status_changed.wait()
             self._status_changed = anyio.Event()
-            if self.tree is not None and not self._stopping:
-                self.notifier.status(summary(self.tree.census()))
+            tree = self.tree
+            if tree is not None and not self._stopping:
+                level = self.commands.service_status()
+                self._level_is(level)
+                self.notifier.status(summary(tree.census(), level.level))
             await anyio.sleep(STATUS_EVERY)
+
+    def _level_is(self, level: ServiceStatus) -> None:
+        before, self._level = self._level, level.level
+        if before is not None and before is not level.level:
+            worse = level.level.rank > before.rank
+            log.log(
+                logging.WARNING if worse else logging.INFO,
+                "service level %s (was %s)%s",
+                level.level.value,
+                before.value,
+                f": {'; '.join(level.reasons)}" if level.reasons else "",
+                extra={
+                    "fields": {
+                        "event": "service-level",
+                        "service": level.level.value,
+                        "reason": "; ".join(level.reasons) or None,
+                    }
+                },
+            )
 
     async def serve(self, shutdown_trigger: Awaitable[None] | None = None) -> ExitCode:
         """Run until stopped; returns the exit code. *shutdown_trigger* stops it too (tests).
@@ -495,7 +523,9 @@ class Daemon:
                 self.tree = tree
                 self._booting = False
                 gc.freeze()  # the tree's objects are long-lived: keep them out of GC passes
-                self.notifier.ready(summary(tree.census()))
+                level = self.commands.service_status()
+                self._level = level.level
+                self.notifier.ready(summary(tree.census(), level.level))
                 log.info(
                     "corral %s ready: %d children under / from %s, control socket %s",
                     version_string(),
@@ -742,7 +772,8 @@ class Daemon:
                     done = await tree.reconfigure(self._running_spec(self.spec), new.spec)
             finally:
                 if not self._stopping:  # a stop that came meanwhile has said STOPPING=1
-                    self.notifier.ready(summary(tree.census()))
+                    level = self.commands.service_status().level
+                    self.notifier.ready(summary(tree.census(), level))
             self.loaded = new
             notes.extend(done.notes)
             if self._unsaved is not None:

@@ -49,6 +49,7 @@ from corral.supervisors.events import (
     SupervisorEscalated,
     SupervisorGaveUp,
 )
+from corral.supervisors.levels import ServiceLevel, service_status
 from corral.supervisors.spec import ChildType, ExitKind
 
 if TYPE_CHECKING:
@@ -309,7 +310,8 @@ class TreeCollector:
         every: set[str] = set()
         dormant: list[str] = []
         breakers: dict[tuple[str, str], _Breakers] = {}
-        _walk(snapshot, children, pools, supervisors, every, dormant, breakers)
+        fallbacks: Counter[tuple[str, str]] = Counter()
+        _walk(snapshot, children, pools, supervisors, every, dormant, breakers, fallbacks)
         workers = [c for c in children if c.type is ChildType.WORKER]
         present = {c.path for c in children} | set(pools)
         counters.prune(present | every, dormant)
@@ -430,6 +432,22 @@ class TreeCollector:
                 out.sample(name, counter[sup.path], supervisor=sup.path)
 
         _write_breakers(out, breakers)
+        out.family(
+            "corral_call_fallbacks_total",
+            "counter",
+            "Calls answered by the caller's fallback instead of the actor, by reason:"
+            " not_running, restarting, timeout, mailbox_full, breaker_open.",
+        )
+        for (path, reason), n in sorted(fallbacks.items()):
+            out.sample("corral_call_fallbacks_total", n, path=path, reason=reason)
+        level = service_status(snapshot, tree.held).level
+        out.family(
+            "corral_service_level",
+            "gauge",
+            "1 for the tree's service level (full, degraded, minimal, unavailable), else 0.",
+        )
+        for each in ServiceLevel:
+            out.sample("corral_service_level", int(each is level), level=each.value)
 
         alive = {sup.path for sup in supervisors}  # a removed supervisor's timings stay out
         timings = sorted((p, t) for p, t in tree.timings.items() if p in alive)
@@ -461,10 +479,12 @@ def _walk(  # the walk fills all of these in one pass
     every: set[str],
     dormant: list[str],
     breakers: dict[tuple[str, str], _Breakers],
+    fallbacks: Counter[tuple[str, str]],
 ) -> None:
     """Fill: the children of ordinary supervisors, the pools' sums, the supervisors, every
     child's path, the supervisor children that are not running (their subtree is not in
-    the snapshot now), and the breakers by (path or pool, name)."""
+    the snapshot now), the breakers by (path or pool, name) and the fallbacks callers used
+    by (path or pool, reason)."""
     supervisors.append(sup)
     pool = None
     key = f"{sup.path.rstrip('/')}/*"
@@ -476,6 +496,8 @@ def _walk(  # the walk fills all of these in one pass
             if found is None:
                 found = breakers[key if pool else child.path, b.name] = _Breakers()
             found.add(b)
+        for reason, n in child.fallbacks:
+            fallbacks[key if pool else child.path, reason] += n
         every.add(child.path)
         if child.type is ChildType.SUPERVISOR and child.supervisor is None:
             dormant.append(child.path)
@@ -487,7 +509,9 @@ def _walk(  # the walk fills all of these in one pass
         else:
             children.append(child)
         if child.supervisor is not None:
-            _walk(child.supervisor, children, pools, supervisors, every, dormant, breakers)
+            _walk(
+                child.supervisor, children, pools, supervisors, every, dormant, breakers, fallbacks
+            )
 
 
 def _write_breakers(out: _Text, breakers: dict[tuple[str, str], _Breakers]) -> None:

@@ -333,6 +333,8 @@ class StatusNode(_Result, frozen=True, kw_only=True):
     restarts_remaining: int | None = None
     dynamic: bool = False
     breakers: list[BreakerInfo] | None = None  # a worker's, when it has any
+    service: str | None = None  # the root: full | degraded | minimal | unavailable
+    service_reasons: list[str] | None = None  # the root: why it is not full
     children: list[StatusNode] | None = None
 
 

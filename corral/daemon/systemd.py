@@ -38,6 +38,8 @@ from corral.supervisors.core import ChildStatus
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, MutableMapping
 
+    from corral.supervisors.levels import ServiceLevel
+
 
 __all__ = ("SD_LISTEN_FDS_START", "Notifier", "activated_socket", "summary")
 
@@ -126,15 +128,18 @@ class Notifier:
             self._sock = None
 
 
-def summary(census: Mapping[ChildStatus, int]) -> str:
+def summary(census: Mapping[ChildStatus, int], level: ServiceLevel | None = None) -> str:
     """The STATUS= line from ``Tree.census()``: "12/12 running, 0 in backoff" over every
-    actor and supervisor, and ", 1 failed" while any child is failed."""
+    actor and supervisor, ", 1 failed" while any child is failed, and "; service degraded"
+    with the tree's service *level*."""
     total = sum(census.values())
     running = census.get(ChildStatus.RUNNING, 0)
     backoff = census.get(ChildStatus.BACKOFF, 0)
     failed = census.get(ChildStatus.FAILED, 0)
     line = f"{running}/{total} running, {backoff} in backoff"
-    return f"{line}, {failed} failed" if failed else line
+    if failed:
+        line += f", {failed} failed"
+    return line if level is None else f"{line}; service {level.value}"
 
 
 def activated_socket(environ: MutableMapping[str, str] = os.environ) -> socket.socket | None:

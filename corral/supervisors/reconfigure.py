@@ -17,8 +17,9 @@ by hand. corral does both from one rule, applied to each supervisor from the roo
   a crashed child: alone (one-for-one), with the children after it (rest-for-one), or with
   all its siblings (one-for-all). Only children that were running (or waiting to restart)
   are started again; a stopped one keeps its new spec for when it is started;
-* a worker whose spec differs only in its breakers keeps running: the breakers take the new
-  thresholds and keep their state (``Breaker.retune``);
+* a child whose spec differs only in what applies in place (``IN_PLACE``: a worker's
+  breakers, whether it is essential) keeps running: breakers take the new thresholds and
+  keep their state (``Breaker.retune``);
 * a static sub-supervisor whose own child-level fields (restart, shutdown, ...) are unchanged
   is not restarted: its new spec is adopted and the same rule is applied inside it;
 * the children take the new order: later restarts and the final stop follow the file.
@@ -29,7 +30,7 @@ the children it had started at run time are stopped with it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from corral.errors import StartError
 
 __all__ = (
+    "IN_PLACE",
     "Change",
     "Reconfiguration",
     "Reconfigured",
@@ -73,8 +75,9 @@ class Reconfiguration:
     changed: tuple[str, ...] = ()  # spec differs: restarted with the new spec
     restarted: tuple[str, ...] = ()  # changed ones plus the siblings restarted with them
     adopted: tuple[str, ...] = ()  # sub-supervisors reconfigured in place
-    # workers whose breakers alone changed: updated in place (and restarted only with a sibling)
-    retuned: tuple[str, ...] = ()
+    # children whose IN_PLACE fields alone changed: updated in place (restarted only with a
+    # sibling), each with the names of those fields
+    retuned: tuple[tuple[str, tuple[str, ...]], ...] = ()
     flags: tuple[str, ...] = ()  # names of the flags that changed
     reordered: bool = False
 
@@ -108,8 +111,10 @@ class Reconfiguration:
         for child_id in self.added:
             path = join_path(at, child_id)
             yield Change(f"start {path} (new)", path)
-        for child_id in (c for c in self.retuned if c not in self.restarted):
-            yield Change(f"update {join_path(at, child_id)}: breakers (their state is kept)")
+        for child_id, fields in self.retuned:
+            if child_id not in self.restarted:
+                what = ", ".join(fields)
+                yield Change(f"update {join_path(at, child_id)}: {what} (in place, running on)")
         if self.reordered:
             children = ", ".join(c.id for c in self.spec.children)
             yield Change(f"reorder the children of {at}: {children}")
@@ -133,6 +138,8 @@ def _flag(spec: SupervisorSpec, name: str) -> str:
 
 
 _FLAGS = ("strategy", "intensity", "period", "auto_shutdown")
+IN_PLACE: Final = ("breakers", "essential")
+"""A child's fields that a reload changes without restarting it."""
 
 
 def plan_reconfiguration(path: str, old: SupervisorSpec, new: SupervisorSpec) -> Reconfiguration:
@@ -144,15 +151,16 @@ def plan_reconfiguration(path: str, old: SupervisorSpec, new: SupervisorSpec) ->
     kept = tuple(c.id for c in new.children if c.id in old_by_id)
     changed: list[str] = []
     adopted: list[str] = []
-    retuned: list[str] = []
+    retuned: list[tuple[str, tuple[str, ...]]] = []
     for child_id in kept:
         before, after = old_by_id[child_id], new_by_id[child_id]
         if before == after:
             continue
         if _adoptable(before, after):
             adopted.append(child_id)
-        elif attrs.evolve(before, breakers=after.breakers) == after:
-            retuned.append(child_id)
+        elif attrs.evolve(before, **{f: getattr(after, f) for f in IN_PLACE}) == after:
+            fields = tuple(f for f in IN_PLACE if getattr(before, f) != getattr(after, f))
+            retuned.append((child_id, fields))
         else:
             changed.append(child_id)
     restart: set[str] = set()

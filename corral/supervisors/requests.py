@@ -246,7 +246,8 @@ class SupervisorRequests(SupervisorChildren):
         new = plan.spec
         new_by_id = {c.id: c for c in new.children}
         restarted = set(plan.restarted)
-        for child_id in (*plan.changed, *plan.adopted, *plan.retuned):
+        retuned = [child_id for child_id, _ in plan.retuned]
+        for child_id in (*plan.changed, *plan.adopted, *retuned):
             if child_id not in core:
                 continue  # deleted by an operator since: nothing to update
             slot, spec = self.slots[child_id], new_by_id[child_id]

@@ -191,6 +191,7 @@ class ChildSpec:
     backoff: Backoff | None = None
     mailbox: MailboxSpec = MailboxSpec()
     breakers: Mapping[str, BreakerSpec] = attrs.field(factory=dict)
+    essential: bool = True  # the tree's service level counts it (see supervisors/levels.py)
 
     def __attrs_post_init__(self) -> None:
         child_id: object = self.id
@@ -221,6 +222,10 @@ class ChildSpec:
             msg = f"child {self.id!r}: start must be an Actor class, an async function or a spec"
             raise SpecError(msg)
         self._check_breakers(is_sup)
+        essential: object = self.essential
+        if not isinstance(essential, bool):
+            msg = f"child {self.id!r}: essential must be True or False, got {essential!r}"
+            raise SpecError(msg)
 
     def _check_breakers(self, is_sup: bool) -> None:
         breakers: object = self.breakers

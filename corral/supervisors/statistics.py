@@ -35,6 +35,8 @@ class ChildStatistics:
     dead_letters: int
     supervisor: SupervisorStatistics | None  # for a supervisor child that is running
     breakers: tuple[BreakerStatistics, ...] = ()  # a worker's, in declaration order
+    essential: bool = True  # as its spec says (its supervisors' may not be)
+    fallbacks: tuple[tuple[str, int], ...] = ()  # callers' fallbacks used on it, by reason
 
 
 @attrs.frozen

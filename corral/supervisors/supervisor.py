@@ -423,6 +423,10 @@ class Supervisor(SupervisorRequests):
                     breakers=()
                     if cell is None or cell.breakers is None
                     else tuple(b.snapshot() for b in cell.breakers.values()),
+                    essential=rec.spec.essential,
+                    fallbacks=()
+                    if cell is None or cell.fallbacks is None
+                    else tuple(sorted(cell.fallbacks.items())),
                 )
             )
         return SupervisorStatistics(

@@ -24,6 +24,7 @@ from corral.supervisors.events import (
     Observer,
     SupervisorEscalated,
 )
+from corral.supervisors.levels import ServiceStatus, service_status
 from corral.supervisors.reconfigure import Reconfigured, file_order, plan_tree
 from corral.supervisors.services import SupervisorRef, TreeServices
 from corral.supervisors.slots import Outcome
@@ -170,6 +171,10 @@ class Tree:
     def statistics(self) -> SupervisorStatistics:
         """A snapshot of the whole tree."""
         return self.root.statistics()
+
+    def service_status(self) -> ServiceStatus:
+        """The tree's service level now, and why it is not full (``supervisors/levels.py``)."""
+        return service_status(self.statistics(), self.held)
 
     def census(self) -> Counter[ChildStatus]:
         """Every running supervisor's children, by state: a count without a snapshot (a tree

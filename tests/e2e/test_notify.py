@@ -125,7 +125,7 @@ def test_ready_comes_once_every_child_has_started(
 
     gate.touch()
     index, ready = notes.wait_for(is_ready)
-    assert ready == {"READY": "1", "STATUS": "5/5 running, 0 in backoff"}
+    assert ready == {"READY": "1", "STATUS": "5/5 running, 0 in backoff; service full"}
     before = notes.fields()[:index]
     assert before[0] == {"STATUS": "starting 3 children under /"}
     assert [f for f in before if "STATUS" in f] == [before[0]]
@@ -138,7 +138,8 @@ def test_ready_comes_once_every_child_has_started(
 
 
 def test_status_follows_the_tree(workdir: Path, backend: str, daemons: list[Daemon]) -> None:
-    """After `corral stop` of a child, STATUS says one fewer is running; at most once a second."""
+    """After `corral stop` of a child, STATUS says one fewer is running and the service level
+    (an essential child stopped: minimal); at most once a second."""
     body = (
         TREE
         + """
@@ -149,13 +150,13 @@ def test_status_follows_the_tree(workdir: Path, backend: str, daemons: list[Daem
     )
     d, notes = start(workdir, body, backend, daemons)
     ready, fields = notes.wait_for(is_ready)
-    assert fields["STATUS"] == "5/5 running, 0 in backoff"
+    assert fields["STATUS"] == "5/5 running, 0 in backoff; service full"
     assert d.cli("stop", "/a").rc == 0
     first, _ = notes.wait_for(lambda f: "STATUS" in f, after=ready + 1)
-    assert notes.fields()[first] == {"STATUS": "4/5 running, 0 in backoff"}
+    assert notes.fields()[first] == {"STATUS": "4/5 running, 0 in backoff; service minimal"}
     assert d.cli("stop", "/g/x").rc == 0  # within the second: its STATUS waits for its end
     second, _ = notes.wait_for(lambda f: "STATUS" in f, after=first + 1)
-    assert notes.fields()[second] == {"STATUS": "3/5 running, 0 in backoff"}
+    assert notes.fields()[second] == {"STATUS": "3/5 running, 0 in backoff; service minimal"}
     lines = notes.read()
     # A second apart, as received (the listener's own delays are allowed for).
     assert lines[second]["t"] - lines[first]["t"] >= STATUS_EVERY / 2
@@ -179,7 +180,7 @@ def test_reload_sends_reloading_then_ready(
     assert fields["RELOADING"] == "1"
     assert before <= int(fields["MONOTONIC_USEC"]) <= after
     _, fields = notes.wait_for(is_ready, after=reloading + 1)
-    assert fields == {"READY": "1", "STATUS": "5/5 running, 0 in backoff"}
+    assert fields == {"READY": "1", "STATUS": "5/5 running, 0 in backoff; service full"}
 
 
 SLOW = """

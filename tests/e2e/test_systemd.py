@@ -196,7 +196,9 @@ def test_the_unit_is_active_only_after_ready(container: Container, backend: str)
     assert container.show("corral.service", "StatusText") == "starting 4 children under /"
     (container.root / gate.lstrip("/")).touch()
     container.wait_show("corral.service", "ActiveState", "active")
-    assert container.show("corral.service", "StatusText") == "4/4 running, 0 in backoff"
+    assert (
+        container.show("corral.service", "StatusText") == "4/4 running, 0 in backoff; service full"
+    )
     (ready,) = container.journal("CORRAL_EVENT=daemon-ready")
     (slow,) = container.journal("CORRAL_EVENT=child-started", "CHILD_PATH=/slow")
     assert int(slow["__REALTIME_TIMESTAMP"]) <= int(ready["__REALTIME_TIMESTAMP"])
@@ -208,7 +210,7 @@ def test_status_reload_and_ordered_stop(container: Container, backend: str) -> N
     container.reset(backend)
     container.run("systemctl", "start", "corral.service")
     status = container.run("systemctl", "status", "corral.service", check=False).stdout
-    assert 'Status: "3/3 running, 0 in backoff"' in status
+    assert 'Status: "3/3 running, 0 in backoff; service full"' in status
     container.configure(
         CONFIG.format(backend=backend)
         + '[[supervisor.children]]\nid = "fourth"\nstart = "corral.demo:Echo"\n'

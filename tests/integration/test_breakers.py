@@ -226,7 +226,7 @@ async def test_a_reload_retunes_a_breaker_without_restarting_its_actor() -> None
             assert await call(tree, "down") == "failed: dependency down"
             [before] = tree.statistics().children
             done = await tree.reconfigure(old, new)
-            assert done.applied == ("update /api: breakers (their state is kept)",)
+            assert done.applied == ("update /api: breakers (in place, running on)",)
             [after] = tree.statistics().children
             assert (after.restarts, after.started_at) == (before.restarts, before.started_at)
             assert after.breakers[0].consecutive == 1

@@ -1901,7 +1901,8 @@ async def test_a_child_that_failed_to_start_says_why(
 
 
 async def test_readyz_names_the_failed_children(workdir: Path, anyio_backend: str) -> None:
-    """While children are failed the daemon is not ready, and says which (the first five)."""
+    """While essential children are failed the daemon is not ready (its service level is
+    minimal), and says which (the first five)."""
     path = workdir / "corral.toml"
     broken = "".join(
         f'\n[[supervisor.children]]\nid = "b{n}"\nstart = "{__name__}:fails_to_start"\n'
@@ -1914,8 +1915,8 @@ async def test_readyz_names_the_failed_children(workdir: Path, anyio_backend: st
         result = await conn.ok("reload")
         assert len(result["not_applied"]) == len(result["failures"]) == 6
         assert running.daemon.unready() == (
-            "6 failed (not running until started again): /b0, /b1, /b2, /b3, /b4 and 1 more;"
-            " see corral why /b0"
+            "service minimal: essential down: /b0 failed, /b1 failed, /b2 failed, /b3 failed,"
+            " /b4 failed and 1 more (ready-when = 'degraded'); see corral status"
         )
         for n in range(6):
             await conn.ok("delete-child", path=f"/b{n}")

@@ -88,9 +88,19 @@ async def test_a_lookup_by_actor_class_types_call_and_cast() -> None:
             assert (put, got) == (1, 2)
             assert store is running.lookup("/store")  # the same reference, typed or not
             assert takes_any_ref(store) == "/store"
+            # a fallback joins the answer's type: a value as it is, a callable by its result
+            fell = await store.call(Get("b"), fallback=-1)
+            assert_type(fell, int | None)
+            said = await store.call(Get("b"), fallback=unavailable)
+            assert_type(said, int | str | None)
+            assert (fell, said) == (2, 2)
             # the type checker refuses it; sent anyway, it crashes Store
             with pytest.raises(corral.ActorCrashedError):
-                await store.call("a")  # type: ignore[arg-type]
+                await store.call("a")  # type: ignore[call-overload]
+
+
+def unavailable(error: corral.CorralError) -> str:
+    return f"unavailable: {error}"
 
 
 async def test_a_function_actor_is_typed_at_the_lookup() -> None:

@@ -16,6 +16,7 @@ MODULES = {
     "corral.supervisors.core": 12,
     "corral.supervisors.events": 13,
     "corral.supervisors.statistics": 2,
+    "corral.supervisors.levels": 4,
     "corral.supervisors.slots": 16,
     "corral.supervisors.children": 1,
     "corral.supervisors.requests": 1,
@@ -55,6 +56,6 @@ def test_module_all_is_a_tuple_of_existing_names(name: str, count: int) -> None:
 def test_package_reexports_resolve() -> None:
     """Every name corral re-exports is importable from the package root."""
     assert isinstance(corral.__all__, tuple)
-    assert len(corral.__all__) == 72
+    assert len(corral.__all__) == 74
     missing = [n for n in corral.__all__ if not hasattr(corral, n)]
     assert missing == []

@@ -44,6 +44,7 @@ def test_all_is_pinned() -> None:
     """The reconfigure module exports exactly its plan and result types, two planners, and
     the paths a spec declares (in file order)."""
     assert reconfigure_module.__all__ == (
+        "IN_PLACE",
         "Change",
         "Reconfiguration",
         "Reconfigured",
