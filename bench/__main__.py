@@ -59,7 +59,7 @@ BENCHMARKS: Final = (
     "cast",
     "call",
     "memory",
-    "breaker",
+    "resilience",
     "group-restart",
     "awake-start",
     "lifecycle",
@@ -270,18 +270,19 @@ def bench_call(backend: str, sizes: Sizes) -> list[Row]:
     ]
 
 
-def bench_breaker(backend: str, sizes: Sizes) -> list[Row]:
-    """Circuit breakers on the message path: beside the same actor without any (the "raw"
-    column here is corral without breakers, measured in the same run)."""
+def bench_resilience(backend: str, sizes: Sizes) -> list[Row]:
+    """Circuit breakers and a health probe on the message path: beside the same actor
+    without either (the "raw" column here is corral without them, in the same run)."""
     within = Target(Bound.RATIO_AT_LEAST, 0.95)
     rows = []
-    for what, n, plain, declared, guarded in (
+    for what, n, plain, declared, guarded, probed in (
         (
             f"cast throughput ({sizes.casts:,} msgs)",
             sizes.casts,
             message.corral_casts,
             message.corral_casts_breakers,
             message.corral_casts_guarded,
+            message.corral_casts_probed,
         ),
         (
             f"call round trips ({sizes.calls:,})",
@@ -289,20 +290,31 @@ def bench_breaker(backend: str, sizes: Sizes) -> list[Row]:
             message.corral_calls,
             message.corral_calls_breakers,
             message.corral_calls_guarded,
+            message.corral_calls_probed,
         ),
     ):
-        best = dict.fromkeys((plain, declared, guarded), 0.0)
+        best = dict.fromkeys((plain, declared, guarded, probed), 0.0)
         # The best of each over alternating rounds, in turn first and last: a run's place in
         # the sequence alone moves its rate by 5-10% on this machine.
         for round_ in range(max(sizes.rounds, 4)):
             for fn in list(best)[:: 1 if round_ % 2 == 0 else -1]:
                 best[fn] = max(best[fn], _corral(backend, fn, n))
-        base, with_breakers, through = best.values()
+        base, with_breakers, through, with_probe = best.values()
         rows.append(
             Row(
                 f"{what}, 2 closed breakers vs none",
                 backend,
                 with_breakers,
+                base,
+                PER_SECOND,
+                within,
+            )
+        )
+        rows.append(
+            Row(
+                f"{what}, probed {1 / message.PROBE_EVERY:g} times a second vs not",
+                backend,
+                with_probe,
                 base,
                 PER_SECOND,
                 within,
@@ -456,7 +468,7 @@ RUNNERS: Final[dict[str, Callable[[str, Sizes], list[Row]]]] = {
     "daemon-restart": bench_daemon_restart,
     "cast": bench_cast,
     "call": bench_call,
-    "breaker": bench_breaker,
+    "resilience": bench_resilience,
     "memory": bench_memory,
     "group-restart": bench_group_restart,
     "awake-start": bench_awake_start,

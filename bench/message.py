@@ -60,6 +60,15 @@ class GuardedSink(Sink):
             return message
 
 
+class ProbedSink(Sink):
+    """A Sink with a health probe (every ``PROBE_EVERY`` seconds)."""
+
+    async def health(self) -> bool:
+        return True
+
+
+PROBE_EVERY = 0.1  # ten times a second: far more often than a real probe
+
 BREAKERS = {"dep": corral.BreakerSpec(), "other": corral.BreakerSpec(failure_rate=0.5)}
 
 
@@ -69,7 +78,12 @@ def _sink_tree(
     mailbox = corral.MailboxSpec(capacity=QUEUE_SIZE)
     args = {"expected": expected, "done": done}
     child = corral.ChildSpec(
-        "sink", sink, args=args, mailbox=mailbox, breakers=BREAKERS if breakers else {}
+        "sink",
+        sink,
+        args=args,
+        mailbox=mailbox,
+        breakers=BREAKERS if breakers else {},
+        health=corral.HealthSpec(interval=PROBE_EVERY) if sink is ProbedSink else None,
     )
     return corral.SupervisorSpec([child])
 
@@ -234,3 +248,11 @@ async def corral_casts_guarded(n: int) -> float:
 
 async def corral_calls_guarded(n: int) -> float:
     return await corral_calls(n, sink=GuardedSink, breakers=True)
+
+
+async def corral_casts_probed(n: int) -> float:
+    return await corral_casts(n, sink=ProbedSink)
+
+
+async def corral_calls_probed(n: int) -> float:
+    return await corral_calls(n, sink=ProbedSink)

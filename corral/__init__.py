@@ -28,6 +28,7 @@ from corral.actors.actor import (
 )
 from corral.actors.breaker import BreakerSpec, BreakerState, Guard
 from corral.actors.deadletter import DeadLetter
+from corral.actors.health import HealthSpec
 from corral.actors.monitors import Down, Monitor
 from corral.actors.timers import Timer
 from corral.daemon.embedded import open_tree
@@ -42,6 +43,7 @@ from corral.errors import (
     BreakerTimeoutError,
     CallTimeoutError,
     CorralError,
+    HandleTimeoutError,
     MailboxFullError,
     MaxChildrenError,
     NoReplyError,
@@ -51,6 +53,7 @@ from corral.errors import (
     SpecError,
     StartError,
     SupervisorGaveUpError,
+    UnhealthyError,
     UnknownBreakerError,
     UnknownPathError,
     UnsupportedError,
@@ -129,6 +132,8 @@ __all__ = (
     "EventBus",
     "ExitKind",
     "Guard",
+    "HandleTimeoutError",
+    "HealthSpec",
     "Ignore",
     "MailboxFullError",
     "MailboxSpec",
@@ -158,6 +163,7 @@ __all__ = (
     "SupervisorStatistics",
     "Timer",
     "Tree",
+    "UnhealthyError",
     "UnknownBreakerError",
     "UnknownPathError",
     "UnsupportedError",

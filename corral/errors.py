@@ -13,6 +13,7 @@ __all__ = (
     "BreakerTimeoutError",
     "CallTimeoutError",
     "CorralError",
+    "HandleTimeoutError",
     "MailboxFullError",
     "MaxChildrenError",
     "NoReplyError",
@@ -22,6 +23,7 @@ __all__ = (
     "SpecError",
     "StartError",
     "SupervisorGaveUpError",
+    "UnhealthyError",
     "UnknownBreakerError",
     "UnknownPathError",
     "UnsupportedError",
@@ -155,6 +157,16 @@ class ActorCrashedError(ActorError):
 
 class NoReplyError(ActorError):
     """A function actor moved on to its next message without replying to a call."""
+
+
+class HandleTimeoutError(ActorError, TimeoutError):
+    """Handling one message took longer than the child's ``handle_timeout``: the handler was
+    cancelled, the message kept as a dead letter (``timeout``), and the actor crashed."""
+
+
+class UnhealthyError(ActorError):
+    """The actor's health probes failed ``failures`` times in a row: it crashed with this,
+    and its supervisor restarts it as after any crash."""
 
 
 class UnknownPathError(CorralError, LookupError):

@@ -29,11 +29,13 @@ from corral.actors.cell import (
     Reply,
     Req,
 )
+from corral.actors.health import probe
 from corral.actors.mailbox import EMPTY
 from corral.actors.monitors import Down, Monitor
 from corral.actors.timers import Tick, check_delay
 from corral.actors.timing import SAMPLE_MASK
 from corral.errors import (
+    HandleTimeoutError,
     NoReplyError,
     UnknownBreakerError,
     UnknownPathError,
@@ -160,6 +162,13 @@ class Actor(Generic[Req, Rep]):
 
     async def on_stop(self) -> None:
         """Clean up when the incarnation ends."""
+
+    async def health(self) -> bool | None:
+        """Whether this actor is healthy, when its child declares ``health=HealthSpec(...)``:
+        probed every ``interval`` seconds while it runs (alongside its messages), at most one
+        probe at a time. Raising, returning False or not returning within ``timeout`` is a
+        failed probe; ``failures`` of them in a row crash it with ``UnhealthyError``."""
+        return True
 
 
 class Ignore(Exception):  # OTP's word: a start function returns `ignore`
@@ -449,8 +458,12 @@ async def run_actor(
     if type(actor).on_start is not Actor.on_start:
         await actor.on_start()
     ctx.started()
+    if cell.health is not None:
+        ctx.start_soon(probe, actor, cell, cell.health)
     mailbox = cell.mailbox
-    handle = actor.handle
+    handle: Callable[[Any], Awaitable[Any]] = actor.handle
+    if cell.handle_timeout is not None:
+        handle = _limited(handle, cell, cell.handle_timeout)
     timings = cell.timings
     try:
         while True:
@@ -491,6 +504,30 @@ async def run_actor(
             cell.handled += 1
     finally:
         await _stop(actor, cell, cleanup_timeout)
+
+
+def _limited(
+    handle: Callable[[Any], Awaitable[Any]], cell: ActorCell, seconds: float
+) -> Callable[[Any], Awaitable[Any]]:
+    """*handle*, cut short after *seconds*: the message is kept as a dead letter (reason
+    ``timeout``; a call's caller gets ``ActorCrashedError``) and ``HandleTimeoutError`` raised,
+    which crashes the incarnation. Only an actor whose child says ``handle_timeout`` pays
+    for the cancel scope."""
+
+    async def within(message: object) -> object:
+        with anyio.CancelScope(deadline=anyio.current_time() + seconds) as scope:
+            return await handle(message)
+        assert scope.cancelled_caught  # the scope swallowed its own cancellation only
+        error = HandleTimeoutError(
+            f"actor {cell.path} took longer than its handle_timeout ({seconds} s) to handle"
+            " a message",
+            path=cell.path,
+        )
+        current, cell.current = cell.current, None
+        cell.dead_letter(current, "timeout", error)
+        raise error
+
+    return within
 
 
 async def _stop(actor: Actor, cell: ActorCell, cleanup_timeout: float | None) -> None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator
 
     from corral.actors.breaker import Breaker
+    from corral.actors.health import HealthSpec
     from corral.actors.registry import Registry
     from corral.actors.timers import Timer, TimerWheel
     from corral.actors.timing import Timings
@@ -125,11 +126,14 @@ class ActorCell:
         "cleanup_scope",
         "current",
         "fallbacks",
+        "handle_timeout",
         "handled",
+        "health",
         "letters",
         "mailbox",
         "monitors",
         "path",
+        "probe_failure",
         "registry",
         "replies",
         "restart_at",
@@ -176,6 +180,9 @@ class ActorCell:
         self.watching: set[Monitor] | None = None  # the running incarnation's own monitors
         self.breakers: dict[str, Breaker] | None = None  # its child's, by name (none: None)
         self.fallbacks: dict[str, int] | None = None  # callers' fallbacks used, by reason
+        self.health: HealthSpec | None = None  # its child's probes, read by each incarnation
+        self.handle_timeout: float | None = None  # its child's, read by each incarnation
+        self.probe_failure: tuple[int, str] | None = None  # failed probes in a row, the last
 
     @property
     def ref(self) -> ActorRef:
@@ -191,7 +198,7 @@ class ActorCell:
         if type(message) is Tick:
             return
         if isinstance(message, Call):
-            if reason == "crashed":
+            if reason in ("crashed", "timeout"):
                 error: ActorNotRunningError | ActorCrashedError = ActorCrashedError(
                     f"actor {self.path} crashed while handling this call", path=self.path
                 )

@@ -387,6 +387,8 @@ def render_why(why: dict[str, Any]) -> list[str]:
         lines.append(f"  dead letters: {why['dead_letters']} (corral dead-letters {why['path']})")
     if why.get("declined"):
         lines.append(f"  declined to start (corral.Ignore): {why['declined']}")
+    if why.get("health"):
+        lines.append(f"  health: {why['health']}")
     lines.extend(f"  breaker {render_breaker(b)}" for b in why.get("breakers") or ())
     if why.get("start_error"):
         lines.append(f"  last start failed: {why['start_error']}")

@@ -57,6 +57,7 @@ from corral.supervisors.spec import (
     ChildSpec,
     ChildType,
     DynamicSupervisorSpec,
+    HealthSpec,
     MailboxSpec,
     Overflow,
     RestartType,
@@ -145,6 +146,14 @@ class BreakerConfig(Base, frozen=True):
     ignore: list[str] | None = None
 
 
+class HealthConfig(Base, frozen=True):
+    """Health probes of an Actor's ``health()`` (see ``corral.HealthSpec``)."""
+
+    interval: Positive = 10.0
+    timeout: Positive = 5.0
+    failures: Annotated[int, msgspec.Meta(ge=1)] = 3
+
+
 class ChildConfig(Base, frozen=True):
     """A child. Workers use ``start``/``args``/``mailbox``; supervisors the flags and either
     ``children`` or (dynamic) ``child`` and ``max-children``. None means "not given"."""
@@ -160,6 +169,8 @@ class ChildConfig(Base, frozen=True):
     backoff: BackoffConfig | None = None
     mailbox: MailboxConfig | None = None
     breakers: dict[str, BreakerConfig] | None = None
+    health: HealthConfig | None = None
+    handle_timeout: Positive | None = None
     strategy: StrategyName | None = None
     intensity: Count | None = None
     period: Positive | None = None
@@ -440,7 +451,7 @@ def _either(choices: tuple[str, ...]) -> str:
 
 _MAX_SOCKET_PATH: Final = 107  # sun_path is 108 bytes with its NUL
 _MAX_ID: Final = 255
-_WORKER_ONLY: Final = ("start", "args", "mailbox", "breakers")
+_WORKER_ONLY: Final = ("start", "args", "mailbox", "breakers", "health", "handle_timeout")
 _SUPERVISOR_ONLY: Final = (
     "strategy",
     "intensity",
@@ -584,6 +595,10 @@ class _Converter:
             options["mailbox"] = MailboxSpec(
                 config.mailbox.capacity, Overflow(config.mailbox.overflow)
             )
+        if config.health is not None:
+            options["health"] = HealthSpec(**msgspec.structs.asdict(config.health))
+        if config.handle_timeout is not None:
+            options["handle_timeout"] = config.handle_timeout
         if config.breakers:
             options["breakers"] = {
                 name: self.breaker(breaker, f"{at}.breakers.{name}")

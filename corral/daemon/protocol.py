@@ -362,6 +362,7 @@ class WhyResult(_Result, frozen=True, kw_only=True):
     start_error: str | None = None  # its last start failed after its last exit (repr)
     start_traceback: str | None = None
     declined: str | None = None  # its last start declined (corral.Ignore): the reason
+    health: str | None = None  # its health probes are failing: how many in a row, the last
     breakers: list[BreakerInfo] = []
 
 

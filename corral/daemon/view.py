@@ -260,6 +260,9 @@ def why(tree: Tree, path: str) -> protocol.WhyResult:
         if start_error is None
         else "".join(traceback.format_exception(start_error)),
         declined=declined,
+        health=None
+        if child.probe_failure is None
+        else f"failed probes in a row: {child.probe_failure[0]}, last: {child.probe_failure[1]}",
         breakers=[breaker(child.path, b, clock) for b in child.breakers],
     )
 

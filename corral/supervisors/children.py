@@ -91,6 +91,8 @@ class SupervisorChildren(SupervisorState):
                 cell.mailbox.capacity = spec.mailbox.capacity
                 cell.mailbox.overflow = spec.mailbox.overflow
             services.set_breakers(cell, spec.breakers)
+            cell.health = spec.health
+            cell.handle_timeout = spec.handle_timeout
         slot = self.slots[spec.id] = Slot(spec, path, cell)
         self.core.add(spec)
         if path in self._services.held:
@@ -165,6 +167,7 @@ class SupervisorChildren(SupervisorState):
                     ready is None
                     and isinstance(target, Actor)
                     and slot.quiet
+                    and spec.health is None  # probed: it runs from its start
                     and not len(slot.cell.mailbox)
                 ):
                     # Nothing of it runs before its first message, and stopping it runs

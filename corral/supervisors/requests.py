@@ -271,6 +271,8 @@ class SupervisorRequests(SupervisorChildren):
                 slot.cell.mailbox.capacity = spec.mailbox.capacity
                 slot.cell.mailbox.overflow = spec.mailbox.overflow
                 self._services.set_breakers(slot.cell, spec.breakers)
+                slot.cell.health = spec.health
+                slot.cell.handle_timeout = spec.handle_timeout
             if child_id in plan.changed:
                 self._release(slot)  # its parked runner knows the old spec
         core.reconfigure(new.strategy, new.intensity, new.period, new.auto_shutdown)

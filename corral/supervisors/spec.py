@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import attrs
 
+from corral.actors.actor import Actor
 from corral.actors.breaker import BreakerSpec, grown_delay
+from corral.actors.health import HealthSpec
 from corral.actors.mailbox import Overflow
 from corral.errors import SpecError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
 
-    from corral.actors.actor import Actor
 
 __all__ = (
     "BRUTAL",
@@ -35,6 +36,7 @@ __all__ = (
     "ChildType",
     "DynamicSupervisorSpec",
     "ExitKind",
+    "HealthSpec",
     "MailboxSpec",
     "Overflow",
     "RestartType",
@@ -192,6 +194,8 @@ class ChildSpec:
     mailbox: MailboxSpec = MailboxSpec()
     breakers: Mapping[str, BreakerSpec] = attrs.field(factory=dict)
     essential: bool = True  # the tree's service level counts it (see supervisors/levels.py)
+    health: HealthSpec | None = None  # probes of its Actor's health() (actors/health.py)
+    handle_timeout: float | None = None  # seconds one message may take (Actor classes)
 
     def __attrs_post_init__(self) -> None:
         child_id: object = self.id
@@ -226,6 +230,30 @@ class ChildSpec:
         if not isinstance(essential, bool):
             msg = f"child {self.id!r}: essential must be True or False, got {essential!r}"
             raise SpecError(msg)
+        self._check_actor_options(start)
+
+    def _check_actor_options(self, start: object) -> None:
+        """health and handle_timeout: for an Actor class (health: one that defines it)."""
+        is_class = isinstance(start, type) and issubclass(start, Actor)
+        health: object = self.health
+        if health is not None:
+            if not isinstance(health, HealthSpec):
+                msg = f"child {self.id!r}: health must be a HealthSpec, got {health!r}"
+                raise SpecError(msg)
+            if not is_class or start.health is Actor.health:  # type: ignore[attr-defined]  # an Actor class
+                msg = (
+                    f"child {self.id!r}: health probes an Actor's health() method, and"
+                    f" {getattr(start, '__qualname__', start)!r} defines none"
+                )
+                raise SpecError(msg)
+        if self.handle_timeout is not None:
+            _check_seconds(f"child {self.id!r}: handle_timeout", self.handle_timeout, positive=True)
+            if not is_class:
+                msg = (
+                    f"child {self.id!r}: handle_timeout applies to an Actor class (a function"
+                    " actor has no handler to time)"
+                )
+                raise SpecError(msg)
 
     def _check_breakers(self, is_sup: bool) -> None:
         breakers: object = self.breakers

@@ -37,6 +37,7 @@ class ChildStatistics:
     breakers: tuple[BreakerStatistics, ...] = ()  # a worker's, in declaration order
     essential: bool = True  # as its spec says (its supervisors' may not be)
     fallbacks: tuple[tuple[str, int], ...] = ()  # callers' fallbacks used on it, by reason
+    probe_failure: tuple[int, str] | None = None  # health probes failed in a row, the last
 
 
 @attrs.frozen

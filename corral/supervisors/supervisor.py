@@ -424,6 +424,7 @@ class Supervisor(SupervisorRequests):
                     if cell is None or cell.breakers is None
                     else tuple(b.snapshot() for b in cell.breakers.values()),
                     essential=rec.spec.essential,
+                    probe_failure=None if cell is None else cell.probe_failure,
                     fallbacks=()
                     if cell is None or cell.fallbacks is None
                     else tuple(sorted(cell.fallbacks.items())),

@@ -9,8 +9,8 @@ import pytest
 import corral
 
 MODULES = {
-    "corral.errors": 22,
-    "corral.supervisors.spec": 17,
+    "corral.errors": 24,
+    "corral.supervisors.spec": 18,
     "corral.supervisors.intensity": 1,
     "corral.supervisors.plan": 2,
     "corral.supervisors.core": 12,
@@ -28,6 +28,7 @@ MODULES = {
     "corral.actors.waiter": 4,
     "corral.actors.actor": 12,
     "corral.actors.breaker": 10,
+    "corral.actors.health": 2,
     "corral.actors.cell": 7,
     "corral.actors.registry": 3,
     "corral.actors.deadletter": 2,
@@ -56,6 +57,6 @@ def test_module_all_is_a_tuple_of_existing_names(name: str, count: int) -> None:
 def test_package_reexports_resolve() -> None:
     """Every name corral re-exports is importable from the package root."""
     assert isinstance(corral.__all__, tuple)
-    assert len(corral.__all__) == 74
+    assert len(corral.__all__) == 77
     missing = [n for n in corral.__all__ if not hasattr(corral, n)]
     assert missing == []

@@ -52,6 +52,7 @@ def test_all_is_pinned() -> None:
         "ChildType",
         "DynamicSupervisorSpec",
         "ExitKind",
+        "HealthSpec",
         "MailboxSpec",
         "Overflow",
         "RestartType",
