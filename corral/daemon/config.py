@@ -171,6 +171,9 @@ class ChildConfig(Base, frozen=True):
     breakers: dict[str, BreakerConfig] | None = None
     health: HealthConfig | None = None
     handle_timeout: Positive | None = None
+    max_restarts: Count | None = None
+    max_restarts_period: Positive | None = None
+    start_retries: Count = 0
     strategy: StrategyName | None = None
     intensity: Count | None = None
     period: Positive | None = None
@@ -595,6 +598,12 @@ class _Converter:
             options["mailbox"] = MailboxSpec(
                 config.mailbox.capacity, Overflow(config.mailbox.overflow)
             )
+        if config.start_retries:
+            options["start_retries"] = config.start_retries
+        if config.max_restarts is not None:
+            options["max_restarts"] = config.max_restarts
+        if config.max_restarts_period is not None:
+            options["max_restarts_period"] = config.max_restarts_period
         if config.health is not None:
             options["health"] = HealthSpec(**msgspec.structs.asdict(config.health))
         if config.handle_timeout is not None:

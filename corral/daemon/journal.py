@@ -60,6 +60,7 @@ MESSAGE_IDS: Final = {
     "dead-letter": "9adcf6569e4c49db9933d45c425e1d78",
     "breaker-changed": "bccccd81257e4ce892aed22b09edefbd",
     "service-level": "9be91542f9ea489f8c47a334ea187105",
+    "child-given-up": "fc79944b28244e27b74486a508fd1f00",
     "audit": "14f8d5f30ab349c9b898bfda820768d5",
     "loop-stall": "40dcdafe5219416aa651db7a5f7eacf2",
     "loop-recovered": "8361ae00036742e4876f4281ed02fb7b",

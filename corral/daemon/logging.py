@@ -39,6 +39,7 @@ from corral.supervisors.events import (
     BreakerChanged,
     ChildAbandoned,
     ChildExited,
+    ChildGivenUp,
     ChildStarted,
     ChildStopped,
     MessageDeadLettered,
@@ -81,6 +82,7 @@ _LEVELS: Final = {
     "supervisor-escalated": logging.WARNING,  # the reason (gave up, ...) is logged before
     "dead-letter": logging.WARNING,
     "breaker-changed": logging.WARNING,  # to closed or half-open: lowered to INFO below
+    "child-given-up": logging.ERROR,
 }
 
 
@@ -96,6 +98,7 @@ _LEVELS_BY_TYPE: Final[dict[type, int]] = {
     SupervisorEscalated: logging.WARNING,
     MessageDeadLettered: logging.WARNING,
     BreakerChanged: logging.WARNING,
+    ChildGivenUp: logging.ERROR,
 }
 
 
@@ -119,6 +122,8 @@ def _describe(ev: protocol.Event) -> str:
             return f"supervisor {ev.path} shut down: {ev.reason}"
         case "supervisor-escalated":
             return f"supervisor {ev.path} exited; escalated to {ev.supervisor or 'the daemon'}"
+        case "child-given-up":
+            return f"gave up {ev.path}: {ev.reason}"
         case "breaker-changed":
             return f"breaker {ev.breaker} of {ev.path} is {ev.state}: {ev.reason}"
         case _:

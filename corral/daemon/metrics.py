@@ -41,6 +41,7 @@ from corral.errors import SupervisorGaveUpError
 from corral.supervisors.core import ChildStatus
 from corral.supervisors.events import (
     ChildExited,
+    ChildGivenUp,
     ChildStarted,
     ChildStopped,
     Event,
@@ -101,6 +102,7 @@ class Counters:
     dead_letters: Counter[tuple[str, str]] = attrs.field(factory=Counter)  # (path, reason)
     escalations: Counter[str] = attrs.field(factory=Counter)  # supervisor path
     gave_up: Counter[str] = attrs.field(factory=Counter)
+    given_up: Counter[str] = attrs.field(factory=Counter)  # children past max_restarts, by path
     commands: Counter[tuple[str, str]] = attrs.field(factory=Counter)  # (command, result)
     lag: Histogram = attrs.field(factory=lambda: Histogram(LAG_BOUNDS))
     stalls: int = 0
@@ -137,6 +139,8 @@ class Counters:
                 self.escalations[path] += 1
             case SupervisorGaveUp(path=path):
                 self.gave_up[path] += 1
+            case ChildGivenUp(path=path):
+                self.given_up[self.key(path)] += 1
             case MessageDeadLettered(path=path, reason=reason):
                 self.dead_letters[self.key(path), reason] += 1
             case _:
@@ -382,6 +386,14 @@ class TreeCollector:
         )
         for (path, kind), n in sorted(counters.exits.items()):
             out.sample("corral_child_exits_total", n, path=path, kind=kind)
+        out.family(
+            "corral_child_given_up_total",
+            "counter",
+            "Times the child was given up: more exits than its max_restarts within its period"
+            " (it is left failed, its supervisor goes on).",
+        )
+        for path, n in sorted(counters.given_up.items()):
+            out.sample("corral_child_given_up_total", n, path=path)
         out.family(
             "corral_dead_letters_total",
             "counter",

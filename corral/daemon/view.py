@@ -22,6 +22,7 @@ from corral.supervisors.events import (
     BreakerChanged,
     ChildAbandoned,
     ChildExited,
+    ChildGivenUp,
     ChildStarted,
     ChildStopped,
     Event,
@@ -300,6 +301,7 @@ _NAMES: Final[dict[type[Event], str]] = {
     SupervisorEscalated: "supervisor-escalated",
     MessageDeadLettered: "dead-letter",
     BreakerChanged: "breaker-changed",
+    ChildGivenUp: "child-given-up",
 }
 
 
@@ -323,6 +325,11 @@ def event(ev: Event, clock: Clock | None = None) -> protocol.Event:
             fields["reason"] = f"significant child {join_path(ev.path, child)} exited"
         case SupervisorEscalated(parent=parent):
             fields["supervisor"] = parent
+        case ChildGivenUp():
+            fields["reason"] = (
+                f"{ev.restarts} exits within {ev.period} s (its max_restarts {ev.limit});"
+                f" {ev.supervisor} goes on"
+            )
         case BreakerChanged():
             fields["breaker"] = ev.breaker
             fields["state"] = ev.state

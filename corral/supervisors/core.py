@@ -110,6 +110,8 @@ class ChildRecord:
     due: float | None = None  # with status BACKOFF: when the restart is attempted
     last_exit: ExitKind | None = None
     held: bool = False  # stopped by an operator: no multi-child restart starts it
+    # its exits that its restart type restarts, within spec.max_restarts_period (newest last)
+    exits: tuple[float, ...] = ()
 
     @property
     def alive(self) -> bool:
@@ -136,6 +138,8 @@ class Forget:
     child_id: str
     removed: bool
     shutdown: bool = False
+    # beyond OTP: past the child's own max_restarts (restarts, period); its supervisor goes on
+    given_up: tuple[int, float] | None = None
 
 
 @attrs.frozen
@@ -372,6 +376,12 @@ class SupervisorCore:
         rec.last_exit = kind
         if not should_restart(rec.spec.restart, kind):
             return self._forget(rec, kind)
+        limit = rec.spec.max_restarts
+        if limit is not None:
+            period = rec.spec.max_restarts_period
+            rec.exits = (*(t for t in rec.exits if t > now - period), now)
+            if len(rec.exits) > limit:  # beyond OTP: this child alone is given up
+                return self._forget(rec, kind, given_up=(len(rec.exits), period))
         backoff = rec.spec.backoff
         started = rec.started_at
         if backoff is not None and started is not None and now - started >= backoff.reset_after:
@@ -498,15 +508,21 @@ class SupervisorCore:
         heapq.heappush(self._dues, (rec.due, rec.spec.id))
         return Delay(rec.spec.id, delay, rec.due)
 
-    def _forget(self, rec: ChildRecord, kind: ExitKind) -> Forget:
+    def _forget(
+        self, rec: ChildRecord, kind: ExitKind, given_up: tuple[int, float] | None = None
+    ) -> Forget:
         child_id = rec.spec.id
         removed = self.dynamic or rec.spec.restart is RestartType.TEMPORARY
         if removed:
             del self.children[child_id]
         else:
-            rec.status = ChildStatus.FAILED if kind is ExitKind.ERROR else ChildStatus.STOPPED
+            failed = kind is ExitKind.ERROR or given_up is not None
+            rec.status = (
+                ChildStatus.FAILED if failed else ChildStatus.STOPPED
+            )  # -> FAILED | STOPPED
             rec.started_at = None
-        return Forget(child_id, removed, self._auto_shutdown_due(rec.spec))
+            rec.exits = ()
+        return Forget(child_id, removed, self._auto_shutdown_due(rec.spec), given_up)
 
     def _auto_shutdown_due(self, spec: ChildSpec) -> bool:
         """OTP's do_auto_shutdown, after the child was forgotten."""

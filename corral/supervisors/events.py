@@ -22,6 +22,7 @@ __all__ = (
     "BreakerChanged",
     "ChildAbandoned",
     "ChildExited",
+    "ChildGivenUp",
     "ChildStarted",
     "ChildStopped",
     "Event",
@@ -58,6 +59,20 @@ class ChildExited:
     supervisor: str
     kind: ExitKind
     exception: BaseException | None
+    at: float
+
+
+@attrs.frozen
+class ChildGivenUp:
+    """Beyond OTP: the child exited more than its own ``max_restarts`` times within
+    ``max_restarts_period``; it is not restarted (left failed; a dynamic supervisor's child
+    is removed) and its supervisor goes on, its restart intensity untouched."""
+
+    path: str
+    supervisor: str
+    restarts: int  # its exits within the period, this one included
+    limit: int
+    period: float
     at: float
 
 
@@ -172,6 +187,7 @@ Event: TypeAlias = (
     | SupervisorEscalated
     | MessageDeadLettered
     | BreakerChanged
+    | ChildGivenUp
 )
 Observer: TypeAlias = Callable[[Event], None]
 

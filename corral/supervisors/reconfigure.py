@@ -18,8 +18,8 @@ by hand. corral does both from one rule, applied to each supervisor from the roo
   all its siblings (one-for-all). Only children that were running (or waiting to restart)
   are started again; a stopped one keeps its new spec for when it is started;
 * a child whose spec differs only in what applies in place (``IN_PLACE``: a worker's
-  breakers, whether it is essential) keeps running: breakers take the new thresholds and
-  keep their state (``Breaker.retune``);
+  breakers, whether it is essential, its own restart limit and boot retries) keeps running:
+  breakers take the new thresholds and keep their state (``Breaker.retune``);
 * a static sub-supervisor whose own child-level fields (restart, shutdown, ...) are unchanged
   is not restarted: its new spec is adopted and the same rule is applied inside it;
 * the children take the new order: later restarts and the final stop follow the file.
@@ -138,7 +138,13 @@ def _flag(spec: SupervisorSpec, name: str) -> str:
 
 
 _FLAGS = ("strategy", "intensity", "period", "auto_shutdown")
-IN_PLACE: Final = ("breakers", "essential")
+IN_PLACE: Final = (
+    "breakers",
+    "essential",
+    "max_restarts",
+    "max_restarts_period",
+    "start_retries",
+)
 """A child's fields that a reload changes without restarting it."""
 
 

@@ -196,6 +196,13 @@ class ChildSpec:
     essential: bool = True  # the tree's service level counts it (see supervisors/levels.py)
     health: HealthSpec | None = None  # probes of its Actor's health() (actors/health.py)
     handle_timeout: float | None = None  # seconds one message may take (Actor classes)
+    # Beyond OTP (Akka's withMaxRestarts): more exits than this within max_restarts_period,
+    # which its restart type would restart, and this child alone is given up (left failed).
+    max_restarts: int | None = None
+    max_restarts_period: float = 5.0
+    # Beyond OTP (supervisord's startretries): a failed start at boot is tried this many more
+    # times, after its backoff's delays, before the boot fails.
+    start_retries: int = 0
 
     def __attrs_post_init__(self) -> None:
         child_id: object = self.id
@@ -231,6 +238,19 @@ class ChildSpec:
             msg = f"child {self.id!r}: essential must be True or False, got {essential!r}"
             raise SpecError(msg)
         self._check_actor_options(start)
+        max_restarts: object = self.max_restarts
+        if max_restarts is not None and (
+            isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0
+        ):
+            msg = f"child {self.id!r}: max_restarts must be an integer >= 0, got {max_restarts!r}"
+            raise SpecError(msg)
+        _check_seconds(
+            f"child {self.id!r}: max_restarts_period", self.max_restarts_period, positive=True
+        )
+        retries: object = self.start_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            msg = f"child {self.id!r}: start_retries must be an integer >= 0, got {retries!r}"
+            raise SpecError(msg)
 
     def _check_actor_options(self, start: object) -> None:
         """health and handle_timeout: for an Actor class (health: one that defines it)."""

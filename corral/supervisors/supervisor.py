@@ -18,6 +18,7 @@ to stop through its inbox and stops its own children in reverse order first.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING, final
 
@@ -41,6 +42,7 @@ from corral.supervisors.core import (
 )
 from corral.supervisors.events import (
     ChildExited,
+    ChildGivenUp,
     RestartScheduled,
     SupervisorAutoShutdown,
     SupervisorGaveUp,
@@ -230,15 +232,41 @@ class Supervisor(SupervisorRequests):
             if children[child_id].held:
                 self._close(child_id, "stopped by an operator")
                 continue
-            try:
-                await self._start(child_id)
-            except StartFailure as failure:
-                self.core.boot_failed(child_id)
-                msg = (
-                    f"supervisor {self.path!r}: child {child_id!r} failed to start:"
-                    f" {failure.cause!r}"
-                )
-                raise StartError(msg, supervisor=self.path, child_id=child_id) from failure.cause
+            tries = 0
+            while True:
+                try:
+                    await self._start(child_id)
+                    break
+                except StartFailure as failure:
+                    spec = children[child_id].spec
+                    if tries < spec.start_retries:  # beyond OTP: supervisord's startretries
+                        tries += 1
+                        await self._pause_before_retry(spec, tries)
+                        continue
+                    self.core.boot_failed(child_id)
+                    msg = (
+                        f"supervisor {self.path!r}: child {child_id!r} failed to start:"
+                        f" {failure.cause!r}" + (f" (after {tries} retries)" if tries else "")
+                    )
+                    raise StartError(
+                        msg, supervisor=self.path, child_id=child_id
+                    ) from failure.cause
+
+    async def _pause_before_retry(self, spec: ChildSpec, attempt: int) -> None:
+        """Wait out a boot retry's delay (its backoff's, else none); a stop ends the wait,
+        and the next ``_start`` then gives way to it."""
+        backoff = spec.backoff
+        delay = 0.0 if backoff is None else backoff.delay(attempt, self._services.random())
+        if self._bus.active:
+            path = self.slots[spec.id].path
+            self._bus.publish(RestartScheduled(path, self.path, delay, anyio.current_time()))
+        pause = Call(None, self._new_waiter)
+        self._starting = pause  # what a stop request interrupts
+        try:
+            with contextlib.suppress(StopDuringStart):
+                await pause.wait_for(delay)
+        finally:
+            self._starting = None
 
     async def _loop(self) -> Outcome:
         inbox = self.inbox
@@ -329,6 +357,12 @@ class Supervisor(SupervisorRequests):
                 if bus.active:
                     bus.publish(RestartScheduled(self.slots[child_id].path, self.path, delay, now))
             case Forget(child_id=child_id, removed=removed, shutdown=shutdown):
+                if decision.given_up is not None and bus.active:
+                    exits, period = decision.given_up
+                    limit = self.slots[child_id].spec.max_restarts
+                    assert limit is not None
+                    path = self.slots[child_id].path
+                    bus.publish(ChildGivenUp(path, self.path, exits, limit, period, now))
                 if removed:
                     self._drop_slot(child_id)
                 else:

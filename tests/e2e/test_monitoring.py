@@ -54,6 +54,7 @@ METRICS: Final = frozenset(
         "corral_breaker_transitions_total",
         "corral_call_fallbacks_total",
         "corral_service_level",
+        "corral_child_given_up_total",
         "corral_children",
         "corral_supervisor_restarts_remaining",
         "corral_supervisor_intensity",
