@@ -127,7 +127,7 @@ def _describe(ev: protocol.Event) -> str:
         case "breaker-changed":
             return f"breaker {ev.breaker} of {ev.path} is {ev.state}: {ev.reason}"
         case _:
-            return f"dead letter at {ev.path} ({ev.reason})"
+            return f"dead letter at {ev.path} ({ev.reason}): {ev.message}"
 
 
 def _level(ev: protocol.Event) -> int:

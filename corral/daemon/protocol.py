@@ -395,6 +395,7 @@ class Event(_Result, frozen=True, kw_only=True):
     exception: str | None = None
     delay: float | None = None
     reason: str | None = None
+    message: str | None = None  # dead-letter: the message (repr, at most 200 characters)
     breaker: str | None = None  # breaker-changed: its name
     state: str | None = None  # breaker-changed: the state it entered
 

@@ -56,6 +56,7 @@ __all__ = (
 )
 
 _MAX_REPR = 500
+_MESSAGE = 200  # a dead letter's message, in an event or a log line
 
 
 class Clock:
@@ -325,6 +326,9 @@ def event(ev: Event, clock: Clock | None = None) -> protocol.Event:
             fields["reason"] = f"significant child {join_path(ev.path, child)} exited"
         case SupervisorEscalated(parent=parent):
             fields["supervisor"] = parent
+        case MessageDeadLettered(message=message):
+            text = repr(message)
+            fields["message"] = text if len(text) <= _MESSAGE else text[: _MESSAGE - 3] + "..."
         case ChildGivenUp():
             fields["reason"] = (
                 f"{ev.restarts} exits within {ev.period} s (its max_restarts {ev.limit});"

@@ -152,12 +152,13 @@ class SupervisorEscalated:
 
 @attrs.frozen
 class MessageDeadLettered:
-    """A message was kept as a dead letter instead of being handled."""
+    """A message was kept as a dead letter instead of being handled (*message*: it)."""
 
     path: str
     reason: str
     exception: BaseException | None
     at: float
+    message: object = None
 
 
 @attrs.frozen

@@ -128,7 +128,9 @@ class TreeServices:
         bus = self.bus
         if bus.active:
             bus.publish(
-                MessageDeadLettered(letter.path, letter.reason, letter.exception, letter.at)
+                MessageDeadLettered(
+                    letter.path, letter.reason, letter.exception, letter.at, letter.message
+                )
             )
 
     def set_breakers(self, cell: ActorCell, specs: Mapping[str, BreakerSpec]) -> None:

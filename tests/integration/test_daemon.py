@@ -32,7 +32,9 @@ from corral.daemon.logging import EVENTS, JsonFormatter, current_sink, log_event
 from corral.daemon.main import Daemon, DaemonError, ExitCode
 from corral.daemon.state import StateError, StateFile
 from corral.supervisors.events import (
+    BreakerChanged,
     ChildAbandoned,
+    ChildGivenUp,
     ChildExited,
     ChildStarted,
     ChildStopped,
@@ -1665,10 +1667,34 @@ async def test_json_log_lines_carry_event_fields(
             id="root-escalated",
         ),
         pytest.param(
-            lambda t: MessageDeadLettered("/a", "rejected", None, t),
+            lambda t: MessageDeadLettered("/a", "rejected", None, t, {"order": 7}),
             "warning",
-            "dead letter at /a (rejected)",
+            "dead letter at /a (rejected): {'order': 7}",
             id="dead-letter",
+        ),
+        pytest.param(
+            lambda t: MessageDeadLettered("/a", "dropped", None, t, "x" * 300),
+            "warning",
+            f"dead letter at /a (dropped): '{'x' * 196}...",
+            id="dead-letter-long",
+        ),
+        pytest.param(
+            lambda t: BreakerChanged("/a", "db", "open", "closed", "5 failures in a row", 5.0, t),
+            "warning",
+            "breaker db of /a is open: 5 failures in a row",
+            id="breaker-open",
+        ),
+        pytest.param(
+            lambda t: BreakerChanged("/a", "db", "closed", "half-open", "1 trial call", 0.0, t),
+            "info",
+            "breaker db of /a is closed: 1 trial call",
+            id="breaker-closed",
+        ),
+        pytest.param(
+            lambda t: ChildGivenUp("/p/j", "/p", 3, 2, 60.0, t),
+            "error",
+            "gave up /p/j: 3 exits within 60.0 s (its max_restarts 2); /p goes on",
+            id="child-given-up",
         ),
     ],
 )

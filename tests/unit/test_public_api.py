@@ -31,7 +31,7 @@ MODULES = {
     "corral.actors.health": 2,
     "corral.actors.cell": 7,
     "corral.actors.registry": 3,
-    "corral.actors.deadletter": 2,
+    "corral.actors.deadletter": 3,
     "corral.actors.timing": 5,
     "corral.daemon.metrics": 9,
     "corral.daemon.endpoint": 3,
