@@ -91,6 +91,7 @@ FIELDS: Final = {
     "breaker": "BREAKER",
     "state": "BREAKER_STATE",
     "service": "SERVICE_LEVEL",
+    "count": "COUNT",
 }
 _PRIORITY: Final = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
 

@@ -175,6 +175,19 @@ class _TextFormatter(logging.Formatter):
 
 FLUSH_AFTER: Final = 0.002  # seconds from a queued line to its batch's write, on the loop
 BATCH: Final = 8  # lines written before the loop's other tasks get a turn
+LETTERS_EVERY: Final = 1.0  # seconds: at most one dead-letter line per path and reason
+
+
+class _Burst:
+    """The dead letters of one path and reason within one second: the first is logged, the
+    rest counted and logged as one line once the second is over."""
+
+    __slots__ = ("last", "more", "until")
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+        self.more = 0
+        self.last: MessageDeadLettered | None = None
 
 
 class LogSink:
@@ -188,12 +201,27 @@ class LogSink:
         self._lock = threading.RLock()
         self._loop: int | None = None  # the thread whose event loop runs the flushing task
         self._wake: anyio.Event | None = None
+        self._bursts: dict[tuple[str, str], _Burst] = {}  # dead letters, by path and reason
 
     def observe(self, event: Event) -> None:
-        """An ``EventBus`` observer: the event is queued as it is, with the time it came."""
+        """An ``EventBus`` observer: the event is queued as it is, with the time it came.
+        Dead letters make at most one line per path and reason per second: the first one,
+        then (once the second is over) one saying how many more and naming the last."""
         if self.level > _event_level(event):
             return
-        self.pending.append((time.time(), event))
+        now = time.time()
+        if type(event) is MessageDeadLettered:
+            key = (event.path, event.reason)
+            burst = self._bursts.get(key)
+            if burst is not None and now < burst.until:
+                burst.more += 1
+                burst.last = event
+                self._poke()  # the run loop writes it when its second is over
+                return
+            if burst is not None and burst.more:
+                self.pending.append(self._summary(burst))
+            self._bursts[key] = _Burst(now + LETTERS_EVERY)
+        self.pending.append((now, event))
         if self._loop is None:
             self.flush()
         else:
@@ -215,9 +243,33 @@ class LogSink:
         if wake is not None and not wake.is_set():
             wake.set()
 
+    def _summary(self, burst: _Burst) -> logging.LogRecord:
+        last = burst.last
+        assert last is not None
+        record = _event_record(burst.until, last)
+        fields = record.fields  # type: ignore[attr-defined]  # set by _event_record
+        fields["count"] = burst.more
+        record.msg = (
+            f"dead letters at {last.path} ({last.reason}): {burst.more} more within"
+            f" {LETTERS_EVERY:g} s, the last: {fields.get('message')}"
+        )
+        return record
+
+    def _close_bursts(self, now: float) -> float:
+        """Queue the lines of the bursts whose second is over (all, with ``now`` inf) and
+        forget them; returns when the next one ends (inf: none)."""
+        ended = [key for key, burst in self._bursts.items() if burst.until <= now]
+        for key in ended:
+            burst = self._bursts.pop(key)
+            if burst.more:
+                self.pending.append(self._summary(burst))
+        return min((b.until for b in self._bursts.values() if b.more), default=math.inf)
+
     def flush(self, most: float = math.inf) -> None:
         """Write what is queued, in order (at most *most* items)."""
         with self._lock:
+            if self._bursts:
+                self._close_bursts(time.time())
             pending = self.pending
             written = 0
             while pending and written < most:
@@ -234,8 +286,13 @@ class LogSink:
         try:
             while True:
                 wake = self._wake = anyio.Event()
+                next_burst = self._close_bursts(time.time())
                 if not self.pending:
-                    await wake.wait()
+                    with anyio.move_on_after(max(0.0, next_burst - time.time())):
+                        await wake.wait()
+                    self._close_bursts(time.time())
+                    if not self.pending:
+                        continue
                 await anyio.sleep(FLUSH_AFTER)  # the rest of the burst joins the batch
                 while self.pending:  # a big batch in slices, the loop's other work between
                     self.flush(BATCH)
@@ -243,6 +300,7 @@ class LogSink:
         finally:
             self._loop = None
             self._wake = None
+            self._close_bursts(math.inf)  # what was counted is written too: nothing is lost
             self.flush()
 
 

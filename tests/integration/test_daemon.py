@@ -34,8 +34,8 @@ from corral.daemon.state import StateError, StateFile
 from corral.supervisors.events import (
     BreakerChanged,
     ChildAbandoned,
-    ChildGivenUp,
     ChildExited,
+    ChildGivenUp,
     ChildStarted,
     ChildStopped,
     MessageDeadLettered,

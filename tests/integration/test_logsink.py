@@ -15,7 +15,7 @@ import pytest
 
 import corral
 from corral.daemon.logging import setup
-from corral.supervisors.events import ChildStarted
+from corral.supervisors.events import ChildStarted, MessageDeadLettered
 from tests.integration.support import HANG_GUARD
 from tests.integration.test_daemon import corral_logger
 
@@ -112,3 +112,84 @@ async def test_records_made_in_an_actor_carry_its_path(stream: io.StringIO) -> N
     assert found["a class actor"]["logger"] == __name__
     assert found["through the actor's logger, from a thread"]["logger"] == __name__
     assert "path" not in found["outside"]
+
+
+def letter(path: str, reason: str, n: int) -> MessageDeadLettered:
+    return MessageDeadLettered(path, reason, None, 0.0, {"order": n, "password": "hunter2"})
+
+
+async def test_dead_letters_make_one_line_per_path_and_reason_a_second(
+    stream: io.StringIO,
+) -> None:
+    """A storm of 500 drops at one path and 3 crashes at another: the first of each is
+    logged at once, the rest counted; their lines come when the second is over (here: the
+    end), naming the last message, redacted. Nothing counted is lost."""
+    sink = setup("json", "info", stream)
+    with anyio.fail_after(HANG_GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sink.run)
+            for n in range(500):
+                sink.observe(letter("/cache", "dropped", n))
+            for n in range(3):
+                sink.observe(letter("/db", "crashed", n))
+            await anyio.wait_all_tasks_blocked()
+            assert [line["message"] for line in lines(stream)] == [
+                "dead letter at /cache (dropped): {'order': 0, 'password': '<redacted>'}",
+                "dead letter at /db (crashed): {'order': 0, 'password': '<redacted>'}",
+            ]
+            tg.cancel_scope.cancel()
+    summaries = lines(stream)[2:]
+    assert [(s["message"], s["count"], s["event"]) for s in summaries] == [
+        (
+            "dead letters at /cache (dropped): 499 more within 1 s, the last: {'order': 499,"
+            " 'password': '<redacted>'}",
+            499,
+            "dead-letter",
+        ),
+        (
+            "dead letters at /db (crashed): 2 more within 1 s, the last: {'order': 2,"
+            " 'password': '<redacted>'}",
+            2,
+            "dead-letter",
+        ),
+    ]
+    assert "hunter2" not in stream.getvalue()
+
+
+class Written(logging.Handler):
+    def __init__(self, wanted: str, seen: anyio.Event) -> None:
+        super().__init__()
+        self.wanted, self.seen = wanted, seen
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.wanted):
+            self.seen.set()
+
+
+async def test_a_storms_line_comes_once_its_second_is_over(stream: io.StringIO) -> None:
+    """While the sink runs, a counted storm's line is written when its second ends, with no
+    later letter needed to push it out; a letter after that starts a new second."""
+    sink = setup("json", "info", stream)
+    seen = anyio.Event()
+    waiting = Written("dead letters at /cache", seen)
+    with anyio.fail_after(HANG_GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sink.run)
+            for n in range(3):
+                sink.observe(letter("/cache", "dropped", n))
+            original = sink.handler.handle
+
+            def handle(record: logging.LogRecord) -> bool:
+                waiting.emit(record)
+                return original(record)
+
+            sink.handler.handle = handle  # type: ignore[method-assign]  # watch what it writes
+            await seen.wait()
+            sink.observe(letter("/cache", "dropped", 3))
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+    assert [line["message"].split(":")[0] for line in lines(stream)] == [
+        "dead letter at /cache (dropped)",
+        "dead letters at /cache (dropped)",
+        "dead letter at /cache (dropped)",
+    ]
