@@ -174,6 +174,7 @@ class ChildConfig(Base, frozen=True):
     max_restarts: Count | None = None
     max_restarts_period: Positive | None = None
     start_retries: Count = 0
+    drain: bool | None = None
     strategy: StrategyName | None = None
     intensity: Count | None = None
     period: Positive | None = None
@@ -454,7 +455,15 @@ def _either(choices: tuple[str, ...]) -> str:
 
 _MAX_SOCKET_PATH: Final = 107  # sun_path is 108 bytes with its NUL
 _MAX_ID: Final = 255
-_WORKER_ONLY: Final = ("start", "args", "mailbox", "breakers", "health", "handle_timeout")
+_WORKER_ONLY: Final = (
+    "start",
+    "args",
+    "mailbox",
+    "breakers",
+    "health",
+    "handle_timeout",
+    "drain",
+)
 _SUPERVISOR_ONLY: Final = (
     "strategy",
     "intensity",
@@ -598,6 +607,8 @@ class _Converter:
             options["mailbox"] = MailboxSpec(
                 config.mailbox.capacity, Overflow(config.mailbox.overflow)
             )
+        if config.drain:
+            options["drain"] = True
         if config.start_retries:
             options["start_retries"] = config.start_retries
         if config.max_restarts is not None:

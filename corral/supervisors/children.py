@@ -425,8 +425,10 @@ class SupervisorChildren(SupervisorState):
             if self._bus.active:
                 self._bus.publish(ChildStopped(slot.path, self.path, now))
 
-    async def _stop_child(self, child_id: str) -> None:
+    async def _stop_child(self, child_id: str, *, for_good: bool = False) -> None:
         """Stop one child by its shutdown policy; the core hears of it (``stopped``).
+        *for_good*: not to be started again now (the supervisor stops, the child is
+        terminated or removed): a child with ``drain`` handles its queue first.
 
         If a ``terminate_child`` is stopping it already, wait for that stop to end instead.
         """
@@ -437,11 +439,11 @@ class SupervisorChildren(SupervisorState):
             if in_flight is not None:
                 await in_flight.wait()
             else:
-                await self._stop_child_now(child_id)
+                await self._stop_child_now(child_id, for_good=for_good)
         finally:
             self._waiting_on = None
 
-    async def _stop_child_now(self, child_id: str) -> None:
+    async def _stop_child_now(self, child_id: str, *, for_good: bool = False) -> None:
         slot = self.slots[child_id]
         self.core.stopping(child_id)  # RUNNING -> STOPPING
         self._undormant(slot)
@@ -456,7 +458,21 @@ class SupervisorChildren(SupervisorState):
             assert task is not None
             if slot.sub is not None:  # brutal: a deadline now cancels its whole subtree at once
                 slot.sub.request_stop(anyio.current_time() + timeout)
-            if slot.sub is None or policy == BRUTAL:
+            cell = slot.cell
+            if for_good and slot.spec.drain and cell is not None and policy != BRUTAL:
+                # Beyond OTP: it handles its queue (as long as it has one, within its
+                # shutdown time), then returns as an idle actor asked to stop does.
+                cell.stop_requested = True
+                cell.mailbox.wake_receiver()
+                await done.wait_for(min(timeout, self.stop_deadline - anyio.current_time()))
+                if done.woken:
+                    self.core.stopped(child_id)  # STOPPING -> STOPPED
+                    if self._bus.active:
+                        self._bus.publish(ChildStopped(slot.path, self.path, anyio.current_time()))
+                    return
+                done = slot.done = self._new_waiter()  # a waiter that timed out is spent
+                task.cancel()  # its time is over: what is left stays queued
+            elif slot.sub is None or policy == BRUTAL:
                 task.cancel()
             if timeout == math.inf:
                 await done.wait()
@@ -472,7 +488,7 @@ class SupervisorChildren(SupervisorState):
         if self._bus.active:
             self._bus.publish(ChildStopped(slot.path, self.path, anyio.current_time()))
 
-    async def _stop_in_order(self, child_ids: Iterable[str]) -> None:
+    async def _stop_in_order(self, child_ids: Iterable[str], *, for_good: bool = False) -> None:
         """Stop children one after another, in this order (a restart's siblings, or all of
         them at the end). A run of consecutive children whose stop runs no user code (idle
         class actors without ``on_stop``) is stopped as one batch: nothing can observe their
@@ -485,7 +501,7 @@ class SupervisorChildren(SupervisorState):
                 continue
             await self._stop_quietly(batch)
             batch.clear()
-            await self._stop_child(child_id)
+            await self._stop_child(child_id, for_good=for_good)
         await self._stop_quietly(batch)
 
     async def _stop_all(self) -> None:
@@ -502,10 +518,12 @@ class SupervisorChildren(SupervisorState):
                         if self._is_quiet(child_id):
                             batch.append(child_id)
                         else:
-                            tg.start_soon(self._stop_child, child_id)
+                            tg.start_soon(
+                                functools.partial(self._stop_child, for_good=True), child_id
+                            )
                     await self._stop_quietly(batch)
             else:
-                await self._stop_in_order(alive)
+                await self._stop_in_order(alive, for_good=True)
         finally:  # cut short by the stop deadline too: no dormant actor may wake up later
             for slot in self.slots.values():
                 self._release(slot)

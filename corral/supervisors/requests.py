@@ -172,7 +172,7 @@ class SupervisorRequests(SupervisorChildren):
         done = self._in_flight.get(slot)
         assert done is not None  # set by _operate
         try:
-            await self._stop_child_now(op.child_id)
+            await self._stop_child_now(op.child_id, for_good=True)
             self._terminated(op)  # before anyone waiting on `done` runs
         except BaseException:  # cancelled: the supervisor is ending
             call.fail(self._stopping_error(op))
@@ -231,7 +231,7 @@ class SupervisorRequests(SupervisorChildren):
         rec = core.children[child_id]
         again = not remove and not rec.held and (rec.alive or rec.status in RELOAD_AGAIN)
         if core.terminate(child_id):
-            await self._stop_child(child_id)
+            await self._stop_child(child_id, for_good=remove)
         if remove:
             self._drop_slot(child_id)
         return again

@@ -203,6 +203,9 @@ class ChildSpec:
     # Beyond OTP (supervisord's startretries): a failed start at boot is tried this many more
     # times, after its backoff's delays, before the boot fails.
     start_retries: int = 0
+    # Beyond OTP: stopped for good (not for a restart), an Actor class's child first handles
+    # what is queued, as long as it has some and within its shutdown time.
+    drain: bool = False
 
     def __attrs_post_init__(self) -> None:
         child_id: object = self.id
@@ -247,6 +250,16 @@ class ChildSpec:
         _check_seconds(
             f"child {self.id!r}: max_restarts_period", self.max_restarts_period, positive=True
         )
+        drain: object = self.drain
+        if not isinstance(drain, bool):
+            msg = f"child {self.id!r}: drain must be True or False, got {drain!r}"
+            raise SpecError(msg)
+        if drain and not (isinstance(start, type) and issubclass(start, Actor)):
+            msg = (
+                f"child {self.id!r}: drain applies to an Actor class (a function actor"
+                " receives its messages itself)"
+            )
+            raise SpecError(msg)
         retries: object = self.start_retries
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             msg = f"child {self.id!r}: start_retries must be an integer >= 0, got {retries!r}"
@@ -390,7 +403,8 @@ def stop_bound(spec: ChildSpec | SupervisorSpec | DynamicSupervisorSpec) -> floa
     A supervisor stops its children one after another in reverse start order, so its bound is
     the sum of theirs; a dynamic supervisor stops its children in parallel, so one template's
     bound covers them all. A child's own ``shutdown`` caps the stop of what it runs, and
-    ``brutal`` is 0. This is what ``TimeoutStopSec=`` must cover.
+    ``brutal`` is 0, and ``drain`` doubles it (the queue, then the cleanup). This is what
+    ``TimeoutStopSec=`` must cover.
     """
     if isinstance(spec, SupervisorSpec):
         return sum((stop_bound(child) for child in spec.children), 0.0)
@@ -398,6 +412,8 @@ def stop_bound(spec: ChildSpec | SupervisorSpec | DynamicSupervisorSpec) -> floa
         return stop_bound(spec.child)
     shutdown = spec.shutdown
     own = 0.0 if shutdown == BRUTAL else math.inf if shutdown == INFINITY else float(shutdown)
+    if spec.drain:
+        own *= 2  # its queue, then its cleanup: each within its shutdown time
     if isinstance(spec.start, SupervisorSpec | DynamicSupervisorSpec):
         return min(own, stop_bound(spec.start))
     return own
