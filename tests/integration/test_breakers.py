@@ -395,3 +395,25 @@ async def test_metrics_expose_each_breaker(workdir: Path, anyio_backend: str) ->
         'corral_breaker_transitions_total{path="/api",breaker="dep",to="open"} 1',
         'corral_breaker_transitions_total{path="/api",breaker="dep",to="half-open"} 0',
     ]
+
+
+async def test_corral_reload_retunes_a_breaker_and_keeps_its_state(
+    workdir: Path, anyio_backend: str
+) -> None:
+    """The config's thresholds change: `reload` says so, the actor is not restarted, and the
+    breaker keeps its run of failures under the new threshold."""
+    tree = TREE.replace("failures = 2,", "failures = 3,")
+    async with serving(make_daemon(workdir, anyio_backend, tree, from_file=True)) as running:
+        ref = running.tree.lookup("/api")
+        with pytest.raises(corral.ActorCrashedError):
+            await ref.call("down")
+        await running.log.wait_for(corral.ChildStarted, "/api", restarts=1)
+        path = workdir / "corral.toml"
+        path.write_text(path.read_text().replace("failures = 3,", "failures = 2,"))
+        result = await (await running.connect()).ok("reload")
+        assert result["changes"] == ["update /api: breakers (in place, running on)"]
+        [api, _] = running.tree.statistics().children
+        assert (api.restarts, api.breakers[0].consecutive) == (1, 1)
+        with pytest.raises(corral.ActorCrashedError):
+            await ref.call("down")
+        await running.log.wait_for(corral.BreakerChanged, "/api")
