@@ -98,7 +98,7 @@ def test_status_prints_the_tree(served: Daemon) -> None:
     """`corral status` draws one line per child with its state, budget and counters."""
     out = re.sub(r"up (\d+m )?\d+(\.\d)?s", "up Ns", ok(served, "status"))
     assert out.splitlines() == [
-        "● /  running   one-for-one, budget 10/10 per 60s  (8 below: 8 running)",
+        "● /  running   one-for-one, budget 10/10 per 60s  (8 below: 8 running)  service full",
         "├─ ● a     running   up Ns",
         "├─ ● b     running   up Ns",
         "├─ ● lazy  running   up Ns",
