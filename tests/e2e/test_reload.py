@@ -345,7 +345,8 @@ def test_a_partial_reload_says_what_took_effect_and_what_failed(
         urllib.request.urlopen(f"{url}/readyz", timeout=10)  # noqa: S310  # loopback http
     assert refused.value.code == 503
     assert refused.value.read().decode() == (
-        "not ready: 1 failed (not running until started again): /p/user; see corral why /p/user\n"
+        "not ready: service minimal: essential down: /p/user failed (ready-when = 'degraded');"
+        " see corral status\n"
     )
     config.write_text(text.replace(nested("/p/ws/a"), nested("/p/ws/b", "b")))
     assert d.cli("reload").rc == 0  # fixed: user's spec changed again, so it is restarted

@@ -218,7 +218,7 @@ def test_status_reload_and_ordered_stop(container: Container, backend: str) -> N
     container.run("systemctl", "reload", "corral.service")
     shown = run_cli("--socket", str(container.socket), "status", "/fourth")
     assert (shown.rc, shown.err) == (0, ""), shown
-    container.wait_show("corral.service", "StatusText", "4/4 running, 0 in backoff")
+    container.wait_show("corral.service", "StatusText", "4/4 running, 0 in backoff; service full")
     container.run("systemctl", "stop", "corral.service")
     stopped = [e["CHILD_PATH"] for e in container.journal("CORRAL_EVENT=child-stopped")]
     assert stopped == ["/fourth", "/third", "/second", "/first"]

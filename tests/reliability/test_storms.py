@@ -73,7 +73,7 @@ def test_a_crash_storm_leaks_nothing(
         events = client.ask({"command": "events", "recent": 1000})["result"]
     crashes = storm["restarts"]
     assert crashes > 1000, storm  # a storm, not a drizzle
-    assert len(letters) == DEAD_LETTERS  # the newest, not every one
+    assert len(letters) == DEAD_LETTERS // 20  # one path's newest of a reason, not every one
     assert {letter["path"] for letter in letters} == {"/storm"}
     assert len(events) == 1000
     assert end.fds <= warm.fds + 2
