@@ -28,7 +28,7 @@ def test_readme_examples_run(backend: str, capsys: pytest.CaptureFixture[str]) -
     """The actor, driving-from-inside and tree examples define, start, message and stop real
     trees."""
     blocks = python_blocks()
-    assert len(blocks) == 6
+    assert len(blocks) == 7
     namespace: dict[str, object] = {}
     exec(blocks[0], namespace)  # noqa: S102  # the README's own code, on purpose
     for program in blocks[1:]:
@@ -39,6 +39,8 @@ def test_readme_examples_run(backend: str, capsys: pytest.CaptureFixture[str]) -
     assert "doubled: [0, 2, 4]" in out  # the dispatcher's jobs, one child each
     assert "> hello" in out  # the logger actor printed the call it answered
     assert "SupervisorStatistics(path='/'" in out
+    assert "exited: actor /db is unhealthy: 2 probes failed in a row" in out  # health probes
+    assert "rows for users" in out
     assert "ACME: price on request" in out  # the caller's fallback for a slow callee
     assert "degraded: non-essential down: /prices stopped" in out
     # the breaker, open: 30 s less up to 10% of jitter
