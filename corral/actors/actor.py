@@ -472,7 +472,7 @@ async def run_actor(
                 if not len(mailbox):
                     if not cell.stop_requested:
                         await mailbox.park()
-                    if cell.stop_requested:
+                    if cell.stop_requested and not (cell.draining and len(mailbox)):
                         return  # stopped while idle: nothing to cut short, no exception
                     continue
                 item = await mailbox.get()  # a fairness yield is due
@@ -524,7 +524,8 @@ def _limited(
             path=cell.path,
         )
         current, cell.current = cell.current, None
-        cell.dead_letter(current, "timeout", error)
+        if not (isinstance(current, Call) and (current.done or current.deferred)):
+            cell.dead_letter(current, "timeout", error)  # (a deferred call ends with it)
         raise error
 
     return within

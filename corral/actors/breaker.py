@@ -342,12 +342,14 @@ class Breaker:
         """``SUCCESS``, ``FAILURE`` or ``IGNORED`` for a call that ended with *error*."""
         if error is None:
             return SUCCESS
+        if not isinstance(error, Exception):
+            return IGNORED  # cancelled (or the process ending): neither way
         spec = self.spec
         if isinstance(error, spec.ignore):
             return IGNORED
         if isinstance(error, spec.failure_on):
             return FAILURE
-        return SUCCESS if isinstance(error, Exception) else IGNORED  # cancelled: neither
+        return SUCCESS
 
     def retry_in(self, now: float) -> float:
         """Seconds until a call may go through (0 when one may now; inf when held open)."""
@@ -526,7 +528,11 @@ class Guard:
         scope = self._scope
         if scope is not None:
             self._scope = None
-            scope.__exit__(exc_type, exc, tb)
+            try:
+                scope.__exit__(exc_type, exc, tb)
+            except BaseException as left:  # what the scope did not absorb (trio: a group)
+                breaker.record(ticket, breaker.classify(left), left)
+                raise
             if scope.cancelled_caught:
                 timeout = breaker.spec.timeout
                 error = BreakerTimeoutError(

@@ -125,6 +125,7 @@ class ActorCell:
         "cleanup_deadline",
         "cleanup_scope",
         "current",
+        "draining",
         "fallbacks",
         "handle_timeout",
         "handled",
@@ -165,6 +166,7 @@ class ActorCell:
         self.current: object = None  # the message being handled (a Call or a cast payload)
         self.handled = 0
         self.stop_requested = False  # a quiet stop: the idle class actor returns when woken
+        self.draining = False  # with stop_requested: it returns once its queue is empty
         self.cleanup_deadline = math.inf  # on_stop ends by then (a stopping parent's deadline)
         self.cleanup_scope: anyio.CancelScope | None = None  # on_stop's, while it runs
         self._ref: ActorRef | None = None

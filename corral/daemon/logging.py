@@ -211,16 +211,17 @@ class LogSink:
             return
         now = time.time()
         if type(event) is MessageDeadLettered:
-            key = (event.path, event.reason)
-            burst = self._bursts.get(key)
-            if burst is not None and now < burst.until:
-                burst.more += 1
-                burst.last = event
-                self._poke()  # the run loop writes it when its second is over
-                return
-            if burst is not None and burst.more:
-                self.pending.append(self._summary(burst))
-            self._bursts[key] = _Burst(now + LETTERS_EVERY)
+            with self._lock:  # another thread's record flushes (and closes bursts) too
+                key = (event.path, event.reason)
+                burst = self._bursts.get(key)
+                if burst is not None and now < burst.until:
+                    burst.more += 1
+                    burst.last = event
+                    self._poke()  # the run loop writes it when its second is over
+                    return
+                if burst is not None and burst.more:
+                    self.pending.append(self._summary(burst))
+                self._bursts[key] = _Burst(now + LETTERS_EVERY)
         self.pending.append((now, event))
         if self._loop is None:
             self.flush()
@@ -258,12 +259,13 @@ class LogSink:
     def _close_bursts(self, now: float) -> float:
         """Queue the lines of the bursts whose second is over (all, with ``now`` inf) and
         forget them; returns when the next one ends (inf: none)."""
-        ended = [key for key, burst in self._bursts.items() if burst.until <= now]
-        for key in ended:
-            burst = self._bursts.pop(key)
-            if burst.more:
-                self.pending.append(self._summary(burst))
-        return min((b.until for b in self._bursts.values() if b.more), default=math.inf)
+        with self._lock:
+            ended = [key for key, burst in self._bursts.items() if burst.until <= now]
+            for key in ended:
+                burst = self._bursts.pop(key)
+                if burst.more:
+                    self.pending.append(self._summary(burst))
+            return min((b.until for b in self._bursts.values() if b.more), default=math.inf)
 
     def flush(self, most: float = math.inf) -> None:
         """Write what is queued, in order (at most *most* items)."""

@@ -175,6 +175,8 @@ class Counters:
                 del counter[key]
         for path in [p for p in self._ended if gone(p)]:
             del self._ended[path]
+        for path in [p for p in self.given_up if gone(p)]:
+            del self.given_up[path]
 
 
 def _label(value: str) -> str:

@@ -155,7 +155,8 @@ class SupervisorChildren(SupervisorState):
                 assert slot.cell is not None
                 slot.cell.running = True  # an incarnation begins (if dormant: when woken)
                 slot.cell.restart_at = None
-                slot.cell.stop_requested = False
+                slot.cell.stop_requested = slot.cell.draining = False
+                slot.cell.probe_failure = None  # the last incarnation's probes are over
                 slot.cell.cleanup_deadline = self.stop_deadline
                 slot.cell.mailbox.reset_receiver()
                 parked = slot.parked
@@ -462,10 +463,11 @@ class SupervisorChildren(SupervisorState):
             if for_good and slot.spec.drain and cell is not None and policy != BRUTAL:
                 # Beyond OTP: it handles its queue (as long as it has one, within its
                 # shutdown time), then returns as an idle actor asked to stop does.
-                cell.stop_requested = True
+                cell.stop_requested = cell.draining = True
                 cell.mailbox.wake_receiver()
-                await done.wait_for(min(timeout, self.stop_deadline - anyio.current_time()))
-                if done.woken:
+                left = min(timeout, self.stop_deadline - anyio.current_time())
+                await done.wait_for(max(0.0, left))
+                if done.woken or not slot.alive:  # (ended as the wait timed out: done too)
                     self.core.stopped(child_id)  # STOPPING -> STOPPED
                     if self._bus.active:
                         self._bus.publish(ChildStopped(slot.path, self.path, anyio.current_time()))

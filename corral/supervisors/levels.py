@@ -5,8 +5,8 @@ false``); a child below a non-essential supervisor is not essential either. The 
 over the tree's *units*: every running worker, and every supervisor child that is not
 running (its children are not in the snapshot then; it stands for them). A unit is *down*
 when it should run and does not: starting, stopping, waiting in backoff, failed, or stopped
-by an operator (held) or after an error exit. A stopped unit that ended normally, or
-declined to start, did what it was meant to and is not down.
+by an operator (held). A stopped unit that is not held (it ended normally, declined to
+start, or was terminated through the library's API) is not down.
 
 * ``unavailable``: the tree is not running (starting, stopping), or it has essential
   units that run or are down, and every one of them is down;
@@ -25,7 +25,7 @@ import attrs
 
 from corral.actors.breaker import BreakerState
 from corral.supervisors.core import ChildStatus
-from corral.supervisors.spec import ChildType, ExitKind
+from corral.supervisors.spec import ChildType
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
@@ -74,7 +74,7 @@ def _down(child: ChildStatistics, held: Collection[str]) -> bool:
     if child.state is _UP:
         return False
     if child.state is ChildStatus.STOPPED:
-        return child.path in held or child.last_exit is ExitKind.ERROR
+        return child.path in held
     return True  # starting, stopping, backoff, failed
 
 

@@ -192,7 +192,8 @@ def _adoptable(before: ChildSpec, after: ChildSpec) -> bool:
     return (
         isinstance(before.start, SupervisorSpec)
         and isinstance(after.start, SupervisorSpec)
-        and attrs.evolve(before, start=after.start) == after
+        and attrs.evolve(before, start=after.start, **{f: getattr(after, f) for f in IN_PLACE})
+        == after
     )
 
 

@@ -260,6 +260,8 @@ class Supervisor(SupervisorRequests):
         if self._bus.active:
             path = self.slots[spec.id].path
             self._bus.publish(RestartScheduled(path, self.path, delay, anyio.current_time()))
+        if self._stop_requested:
+            return  # asked before this wait: the next _start gives way at once
         pause = Call(None, self._new_waiter)
         self._starting = pause  # what a stop request interrupts
         try:

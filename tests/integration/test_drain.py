@@ -146,3 +146,16 @@ def test_drain_is_for_an_actor_class() -> None:
     ).spec.children
     assert child.drain is True
     assert stop_bound(child) == 10.0  # its queue, then its cleanup
+
+
+async def test_a_message_that_woke_an_idle_actor_is_drained() -> None:
+    """A cast wakes the idle actor, and the stop comes before it runs: it still handles the
+    message before it returns."""
+    gate, done = anyio.Event(), list[object]()
+    gate.set()
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(tree(gate, done, drain=True)) as running:
+            await running.lookup("/w").call("first")  # it ran, and idles again
+            running.lookup("/w").cast_nowait("late")
+            await running.supervisor().terminate_child("w")
+            assert done == ["first", "late"]

@@ -155,6 +155,40 @@ async def test_a_tree_of_non_essential_children_is_never_below_degraded() -> Non
             assert tree.service_status().level is DEGRADED
 
 
+async def test_a_child_terminated_after_a_crash_is_not_down() -> None:
+    """Not held, a stopped child is neither up nor down, whatever its last exit was."""
+    spec = corral.SupervisorSpec([child("a"), corral.ChildSpec("b", Service)], intensity=10)
+    events = EventLog()
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec) as tree:
+            tree.events.subscribe(events)
+            with pytest.raises(corral.ActorCrashedError):
+                await tree.lookup("/b").call("crash")
+            await events.wait_for(corral.ChildStarted, "/b", restarts=1)
+            await tree.supervisor().terminate_child("b")
+            assert tree.service_status() == corral.ServiceStatus(FULL)
+
+
+async def test_a_reload_changes_a_supervisors_essential_flag_in_place() -> None:
+    """A sub-supervisor whose essential flag changes with its children is adopted, not
+    restarted: its running children stay."""
+
+    def spec(essential: bool, extra: bool) -> corral.SupervisorSpec:
+        inner = [child("x")] + ([child("y")] if extra else [])
+        sub = corral.SupervisorSpec(inner, intensity=10)
+        return corral.SupervisorSpec([corral.ChildSpec("s", sub, essential=essential)])
+
+    old, new = spec(True, False), spec(False, True)
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(old) as tree:
+            [before] = tree.statistics().children
+            done = await tree.reconfigure(old, new)
+            [after] = tree.statistics().children
+            assert after.started_at == before.started_at  # not restarted
+            assert after.essential is False
+            assert "start /s/y (new)" in done.applied
+
+
 def test_a_spec_says_essential_with_a_bool() -> None:
     with pytest.raises(corral.SpecError, match="essential must be True or False, got 'no'"):
         corral.ChildSpec("a", Service, essential="no")  # type: ignore[arg-type]  # on purpose

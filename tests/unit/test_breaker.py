@@ -170,6 +170,8 @@ def test_classify_follows_failure_on_and_ignore() -> None:
     assert b.classify(FileNotFoundError()) == IGNORED  # an OSError, but ignored
     assert b.classify(ValueError()) == SUCCESS  # the caller's error, not the dependency's
     assert b.classify(KeyboardInterrupt()) == IGNORED  # not an Exception: neither
+    anything = breaker(BreakerSpec(failure_on=(BaseException,)))
+    assert anything.classify(KeyboardInterrupt()) == IGNORED  # cancelled: never a failure
 
 
 def test_an_operator_holds_it_open_until_reset() -> None:

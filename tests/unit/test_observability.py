@@ -27,6 +27,7 @@ from corral.daemon.systemd import MAX_EXTEND, Notifier, activated_socket
 from corral.errors import SupervisorGaveUpError
 from corral.supervisors.events import (
     ChildExited,
+    ChildGivenUp,
     ChildStarted,
     ChildStopped,
     MessageDeadLettered,
@@ -95,8 +96,12 @@ def test_a_dynamic_pool_is_counted_as_one_key_and_pruned_when_gone() -> None:
     c.observe(ChildExited("/w", "/", ExitKind.ERROR, RuntimeError(), 0.0))
     assert dict(c.exits) == {("/pool/*", "error"): 2, ("/w", "error"): 1}
     assert c.key("/") == "/"
+    c.observe(ChildGivenUp("/pool/3", "/pool", 2, 1, 5.0, 0.0))
+    c.observe(ChildGivenUp("/w", "/", 2, 1, 5.0, 0.0))
+    assert dict(c.given_up) == {"/pool/*": 1, "/w": 1}
     c.prune({"/pool/*"}, ())
     assert dict(c.exits) == {("/pool/*", "error"): 2}
+    assert dict(c.given_up) == {"/pool/*": 1}  # /w is gone
 
 
 def test_pruning_keeps_the_counts_below_a_dormant_supervisor() -> None:
