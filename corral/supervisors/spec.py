@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 import math
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import attrs
@@ -22,7 +24,7 @@ from corral.actors.mailbox import Overflow
 from corral.errors import SpecError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable
 
 
 __all__ = (
@@ -164,6 +166,9 @@ class MailboxSpec:
             raise SpecError(msg)
 
 
+NO_BREAKERS: Final[Mapping[str, BreakerSpec]] = MappingProxyType({})
+
+
 def _default_shutdown(spec: ChildSpec) -> Shutdown:
     return INFINITY if spec.type is ChildType.SUPERVISOR else 5.0
 
@@ -192,7 +197,7 @@ class ChildSpec:
     significant: bool = False
     backoff: Backoff | None = None
     mailbox: MailboxSpec = MailboxSpec()
-    breakers: Mapping[str, BreakerSpec] = attrs.field(factory=dict)
+    breakers: Mapping[str, BreakerSpec] = NO_BREAKERS  # one empty mapping for all specs
     essential: bool = True  # the tree's service level counts it (see supervisors/levels.py)
     health: HealthSpec | None = None  # probes of its Actor's health() (actors/health.py)
     handle_timeout: float | None = None  # seconds one message may take (Actor classes)
@@ -290,7 +295,7 @@ class ChildSpec:
 
     def _check_breakers(self, is_sup: bool) -> None:
         breakers: object = self.breakers
-        if not isinstance(breakers, dict):
+        if not isinstance(breakers, Mapping):
             msg = f"child {self.id!r}: breakers must be a dict of name -> BreakerSpec"
             raise SpecError(msg)
         if breakers and is_sup:
