@@ -20,6 +20,7 @@ scopes, as cancelling the task group did.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, NoReturn, Protocol, final
 
@@ -59,13 +60,16 @@ async def _reraise(error: BaseException) -> NoReturn:
 
 @final
 class _AsyncioRunners:
-    __slots__ = ("_all_done", "_create_task", "_on_done", "_tasks", "_tg")
+    __slots__ = ("_all_done", "_context", "_create_task", "_on_done", "_tasks", "_tg")
 
     def __init__(self, tg: TaskGroup) -> None:
         self._tg = tg
         self._tasks: dict[asyncio.Task[None], anyio.CancelScope] = {}
         self._create_task = asyncio.get_running_loop().create_task
         self._on_done = self._done  # one bound method for every task
+        # ...run in one context: add_done_callback would copy the context for each task (an
+        # object per actor for the collector to walk), and _done reads no context variable
+        self._context = contextvars.copy_context()
         self._all_done: asyncio.Future[None] | None = None
 
     def spawn(
@@ -76,7 +80,7 @@ class _AsyncioRunners:
     ) -> None:
         task = self._create_task(fn(*args))
         self._tasks[task] = scope
-        task.add_done_callback(self._on_done)
+        task.add_done_callback(self._on_done, context=self._context)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         del self._tasks[task]
