@@ -134,8 +134,14 @@ async def test_probes_and_bad_requests(workdir: Path, anyio_backend: str) -> Non
 
 
 async def test_readyz_is_503_while_stopping(workdir: Path, anyio_backend: str) -> None:
-    """Once the stop begins /readyz says 503 (stopping) while /healthz still says 200."""
+    """Once the stop begins /readyz says 503 (stopping) while /healthz still says 200, and
+    the service level is unavailable: a stopping supervisor marks all its children stopping at
+    once (though /ok, stopped last, still runs)."""
     tree = """
+        [[supervisor.children]]
+        id = "ok"
+        start = "corral.demo:Echo"
+
         [[supervisor.children]]
         id = "slow"
         start = "tests.integration.test_daemon:SlowToStop"
@@ -154,6 +160,7 @@ async def test_readyz_is_503_while_stopping(workdir: Path, anyio_backend: str) -
         assert await get(port, "/healthz") == (200, "ok: the event loop answers\n")
         _, text = await get(port, "/metrics")
         assert value(text, "corral_ready") == 0
+        assert 'corral_service_level{level="unavailable"} 1' in text.splitlines()
         assert running.daemon.tree is not None
         running.daemon.tree.stop(anyio.current_time())  # force the endless cleanup to end
 
