@@ -69,23 +69,8 @@ __all__ = (
 
 EVENTS: Final = logging.getLogger("corral.events")
 
-# event name -> level; everything that needs a look is WARNING or worse.
-_LEVELS: Final = {
-    "child-started": logging.INFO,
-    "child-exited": logging.WARNING,  # NORMAL exits are lowered to INFO below
-    "child-stopped": logging.INFO,
-    "child-abandoned": logging.ERROR,
-    "start-failed": logging.ERROR,
-    "restart-scheduled": logging.INFO,
-    "supervisor-gave-up": logging.ERROR,
-    "supervisor-auto-shutdown": logging.WARNING,
-    "supervisor-escalated": logging.WARNING,  # the reason (gave up, ...) is logged before
-    "dead-letter": logging.WARNING,
-    "breaker-changed": logging.WARNING,  # to closed or half-open: lowered to INFO below
-    "child-given-up": logging.ERROR,
-}
-
-
+# event type -> level; everything that needs a look is WARNING or worse (lowered for a
+# normal exit and for a breaker that is not opening: see _event_level).
 _LEVELS_BY_TYPE: Final[dict[type, int]] = {
     ChildStarted: logging.INFO,
     ChildExited: logging.WARNING,
@@ -130,19 +115,11 @@ def _describe(ev: protocol.Event) -> str:
             return f"dead letter at {ev.path} ({ev.reason}): {ev.message}"
 
 
-def _level(ev: protocol.Event) -> int:
-    if ev.event == "child-exited" and ev.exit != "error":
-        return logging.INFO
-    if ev.event == "breaker-changed" and ev.state != "open":
-        return logging.INFO
-    return _LEVELS[ev.event]
-
-
 def log_event(event: Event) -> None:
     """An ``EventBus`` observer: one log record per lifecycle event."""
-    ev = view.event(event)
-    level = _level(ev)
-    if EVENTS.isEnabledFor(level):
+    level = _event_level(event)
+    if EVENTS.isEnabledFor(level):  # the event's view is built only for a line written
+        ev = view.event(event)
         fields = msgspec.structs.asdict(ev)
         exception = getattr(event, "exception", None)
         if exception is not None:
@@ -354,7 +331,7 @@ def _event_record(created: float, event: Event) -> logging.LogRecord:
     """The record ``log_event`` would have made for *event*, observed at *created* (Unix
     time, read with the event: its ``at`` is the same moment on the loop's clock)."""
     ev = view.event(event, view.Clock(now=event.at, wall=created))
-    level = _level(ev)
+    level = _event_level(event)
     fields = msgspec.structs.asdict(ev)
     exception = getattr(event, "exception", None)
     if exception is not None:
