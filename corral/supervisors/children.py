@@ -87,12 +87,7 @@ class SupervisorChildren(SupervisorState):
                     wheel=services.timers,
                 )
                 services.registry.register(cell)
-            else:
-                cell.mailbox.capacity = spec.mailbox.capacity
-                cell.mailbox.overflow = spec.mailbox.overflow
-            services.set_breakers(cell, spec.breakers)
-            cell.health = spec.health
-            cell.handle_timeout = spec.handle_timeout
+            services.configure_cell(cell, spec)
         slot = self.slots[spec.id] = Slot(spec, path, cell)
         self.core.add(spec)
         if path in self._services.held:

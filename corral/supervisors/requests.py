@@ -268,11 +268,7 @@ class SupervisorRequests(SupervisorChildren):
                 self._services.forget_exits(slot.path, below=True, keep=declared)
             slot.spec = core.children[child_id].spec = spec
             if slot.cell is not None:
-                slot.cell.mailbox.capacity = spec.mailbox.capacity
-                slot.cell.mailbox.overflow = spec.mailbox.overflow
-                self._services.set_breakers(slot.cell, spec.breakers)
-                slot.cell.health = spec.health
-                slot.cell.handle_timeout = spec.handle_timeout
+                self._services.configure_cell(slot.cell, spec)
             if child_id in plan.changed:
                 self._release(slot)  # its parked runner knows the old spec
         core.reconfigure(new.strategy, new.intensity, new.period, new.auto_shutdown)

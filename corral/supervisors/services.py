@@ -133,7 +133,16 @@ class TreeServices:
                 )
             )
 
-    def set_breakers(self, cell: ActorCell, specs: Mapping[str, BreakerSpec]) -> None:
+    def configure_cell(self, cell: ActorCell, spec: ChildSpec) -> None:
+        """What *cell* takes from its child's *spec*, when the slot is made and when a reload
+        gives it a new spec: the mailbox's limits, breakers, probes, handling timeout."""
+        cell.mailbox.capacity = spec.mailbox.capacity
+        cell.mailbox.overflow = spec.mailbox.overflow
+        self._set_breakers(cell, spec.breakers)
+        cell.health = spec.health
+        cell.handle_timeout = spec.handle_timeout
+
+    def _set_breakers(self, cell: ActorCell, specs: Mapping[str, BreakerSpec]) -> None:
         """Give *cell* the breakers *specs* declare: those it has keep their state and take
         the new thresholds (a reload), new ones start closed, undeclared ones go."""
         if not specs and cell.breakers is None:
