@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Final, TypeVar, final
 import anyio
 import attrs
 
+from corral.actors.checks import check_count, check_number
 from corral.errors import BreakerOpenError, BreakerTimeoutError, SpecError
 
 if TYPE_CHECKING:
@@ -84,24 +85,6 @@ def grown_delay(
     return base * (1.0 - jitter * sample)
 
 
-def _check_number(name: str, value: object, *, low: float, high: float = math.inf) -> None:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or not low <= value <= high
-    ):
-        bounds = f">= {low}" if high == math.inf else f"within [{low}, {high}]"
-        msg = f"{name} must be a finite number {bounds}, got {value!r}"
-        raise SpecError(msg)
-
-
-def _check_count(name: str, value: object, *, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        msg = f"{name} must be an integer >= {low}, got {value!r}"
-        raise SpecError(msg)
-
-
 def _exception_types(value: object) -> tuple[object, ...]:
     """One exception class or several (checked in ``BreakerSpec.__attrs_post_init__``)."""
     if isinstance(value, tuple | list | frozenset | set):
@@ -135,30 +118,30 @@ class BreakerSpec:
             msg = "a breaker needs failures or failure_rate (or both): what opens it"
             raise SpecError(msg)
         if self.failures is not None:
-            _check_count("breaker failures", self.failures)
+            check_count("breaker failures", self.failures)
         if self.failure_rate is not None:
-            _check_number("breaker failure_rate", self.failure_rate, low=0.0, high=1.0)
+            check_number("breaker failure_rate", self.failure_rate, low=0.0, high=1.0)
             if self.failure_rate == 0:
                 msg = "breaker failure_rate must be > 0 (0 would open it on any call)"
                 raise SpecError(msg)
-        _check_count("breaker window", self.window)
-        _check_count("breaker min_calls", self.min_calls)
+        check_count("breaker window", self.window)
+        check_count("breaker min_calls", self.min_calls)
         if self.min_calls > self.window:
             msg = f"breaker min_calls ({self.min_calls}) cannot exceed its window ({self.window})"
             raise SpecError(msg)
-        _check_number("breaker wait", self.wait, low=0.0)
-        _check_number("breaker wait_cap", self.wait_cap, low=0.0)
+        check_number("breaker wait", self.wait, low=0.0)
+        check_number("breaker wait_cap", self.wait_cap, low=0.0)
         if self.wait > self.wait_cap:
             msg = (
                 f"breaker wait ({self.wait}) cannot exceed its wait_cap ({self.wait_cap}):"
                 " raise wait_cap too"
             )
             raise SpecError(msg)
-        _check_number("breaker wait_multiplier", self.wait_multiplier, low=1.0)
-        _check_number("breaker jitter", self.jitter, low=0.0, high=1.0)
-        _check_count("breaker trials", self.trials)
+        check_number("breaker wait_multiplier", self.wait_multiplier, low=1.0)
+        check_number("breaker jitter", self.jitter, low=0.0, high=1.0)
+        check_count("breaker trials", self.trials)
         if self.timeout is not None:
-            _check_number("breaker timeout", self.timeout, low=0.0)
+            check_number("breaker timeout", self.timeout, low=0.0)
             if self.timeout == 0:
                 msg = "breaker timeout must be > 0 seconds, or None for no timeout"
                 raise SpecError(msg)

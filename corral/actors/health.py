@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
+from corral.actors.checks import check_count
 from corral.errors import SpecError, UnhealthyError
 
 if TYPE_CHECKING:
@@ -49,10 +50,7 @@ class HealthSpec:
     def __attrs_post_init__(self) -> None:
         _seconds("interval", self.interval)
         _seconds("timeout", self.timeout)
-        failures: object = self.failures
-        if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
-            msg = f"health failures must be an integer >= 1, got {failures!r}"
-            raise SpecError(msg)
+        check_count("health failures", self.failures)
 
 
 async def probe(actor: Actor, cell: ActorCell, spec: HealthSpec) -> None:

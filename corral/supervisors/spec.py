@@ -19,6 +19,7 @@ import attrs
 
 from corral.actors.actor import Actor
 from corral.actors.breaker import BreakerSpec, grown_delay
+from corral.actors.checks import check_bool, check_count
 from corral.actors.health import HealthSpec
 from corral.actors.mailbox import Overflow
 from corral.errors import SpecError
@@ -228,10 +229,7 @@ class ChildSpec:
                 )
                 raise SpecError(msg)
             _check_seconds(f"child {self.id!r}: shutdown", shutdown)
-        significant: object = self.significant
-        if not isinstance(significant, bool):
-            msg = f"child {self.id!r}: significant must be True or False, got {significant!r}"
-            raise SpecError(msg)
+        check_bool(f"child {self.id!r}: significant", self.significant)
         is_sup = isinstance(self.start, SupervisorSpec | DynamicSupervisorSpec)
         if is_sup != (self.type is ChildType.SUPERVISOR):
             msg = f"child {self.id!r}: type {self.type.value} does not match what it starts"
@@ -241,34 +239,21 @@ class ChildSpec:
             msg = f"child {self.id!r}: start must be an Actor class, an async function or a spec"
             raise SpecError(msg)
         self._check_breakers(is_sup)
-        essential: object = self.essential
-        if not isinstance(essential, bool):
-            msg = f"child {self.id!r}: essential must be True or False, got {essential!r}"
-            raise SpecError(msg)
+        check_bool(f"child {self.id!r}: essential", self.essential)
         self._check_actor_options(start)
-        max_restarts: object = self.max_restarts
-        if max_restarts is not None and (
-            isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0
-        ):
-            msg = f"child {self.id!r}: max_restarts must be an integer >= 0, got {max_restarts!r}"
-            raise SpecError(msg)
+        if self.max_restarts is not None:
+            check_count(f"child {self.id!r}: max_restarts", self.max_restarts, low=0)
         _check_seconds(
             f"child {self.id!r}: max_restarts_period", self.max_restarts_period, positive=True
         )
-        drain: object = self.drain
-        if not isinstance(drain, bool):
-            msg = f"child {self.id!r}: drain must be True or False, got {drain!r}"
-            raise SpecError(msg)
-        if drain and not (isinstance(start, type) and issubclass(start, Actor)):
+        check_bool(f"child {self.id!r}: drain", self.drain)
+        if self.drain and not (isinstance(start, type) and issubclass(start, Actor)):
             msg = (
                 f"child {self.id!r}: drain applies to an Actor class (a function actor"
                 " receives its messages itself)"
             )
             raise SpecError(msg)
-        retries: object = self.start_retries
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            msg = f"child {self.id!r}: start_retries must be an integer >= 0, got {retries!r}"
-            raise SpecError(msg)
+        check_count(f"child {self.id!r}: start_retries", self.start_retries, low=0)
 
     def _check_actor_options(self, start: object) -> None:
         """health and handle_timeout: for an Actor class (health: one that defines it)."""
@@ -327,9 +312,7 @@ def _to_tuple(children: Iterable[ChildSpec]) -> tuple[ChildSpec, ...]:
 
 
 def _check_flags(intensity: object, period: object) -> None:
-    if isinstance(intensity, bool) or not isinstance(intensity, int) or intensity < 0:
-        msg = f"intensity must be an integer >= 0, got {intensity!r}"
-        raise SpecError(msg)
+    check_count("intensity", intensity, low=0)
     _check_seconds("period", period, positive=True)
 
 
