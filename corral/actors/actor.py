@@ -461,9 +461,11 @@ async def run_actor(
     if cell.health is not None:
         ctx.start_soon(probe, actor, cell, cell.health)
     mailbox = cell.mailbox
-    handle: Callable[[Any], Awaitable[Any]] = actor.handle
+    # The handler is looked up per message, not kept bound: an idle actor holds one object
+    # fewer for the collector to walk (a call through the instance binds nothing).
+    limited = None
     if cell.handle_timeout is not None:
-        handle = _limited(handle, cell, cell.handle_timeout)
+        limited = _limited(actor.handle, cell, cell.handle_timeout)
     timings = cell.timings
     try:
         while True:
@@ -493,11 +495,16 @@ async def run_actor(
             if sampled:
                 started = time.perf_counter()
             if kind is Call:
-                result = await handle(call.payload)
+                if limited is None:
+                    result = await actor.handle(call.payload)
+                else:
+                    result = await limited(call.payload)
                 if not call.deferred:
                     call.resolve(result)
+            elif limited is None:
+                await actor.handle(item)
             else:
-                await handle(item)
+                await limited(item)
             if sampled:
                 timings.handling.observe(time.perf_counter() - started)  # type: ignore[union-attr]  # sampled: not None
             cell.current = None

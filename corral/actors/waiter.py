@@ -10,13 +10,13 @@ works as everywhere in anyio: a cancelled wait raises the backend's cancellation
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, Final, Protocol, final
 
 import sniffio
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Generator
 
 __all__ = ("Waiter", "new_waiter", "scheduler_yield", "waiter_factory")
 
@@ -78,6 +78,20 @@ class _AsyncioWaiter:
 
 
 @final
+class _Done:
+    """An awaitable that is done at once (reusable: each await iterates anew)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # a generator that ends at once
+
+
+_DONE: Final = _Done()
+
+
+@final
 class _TrioWaiter:
     __slots__ = ("_task", "woken")
 
@@ -93,18 +107,18 @@ class _TrioWaiter:
                 self._task = None
                 trio.lowlevel.reschedule(task)
 
-    def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+    def __call__(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        """The wait's abort function (the waiter itself: no bound method to keep)."""
         self._task = None
         return trio.lowlevel.Abort.SUCCEEDED
 
     def wait(self) -> Awaitable[object]:
-        return self._wait()
-
-    async def _wait(self) -> None:
+        # Awaited at once by every caller, so the task is taken now, and an idle actor waits
+        # in trio's own coroutine, without one of the waiter's around it.
         if self.woken:
-            return
+            return _DONE  # returns at once, as a woken future's await does: no checkpoint
         self._task = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        return trio.lowlevel.wait_task_rescheduled(self)  # noqa: ASYNC105  # the caller awaits it
 
     async def wait_for(self, seconds: float) -> None:
         with trio.move_on_after(seconds):

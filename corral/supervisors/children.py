@@ -54,6 +54,8 @@ from corral.supervisors.spec import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Iterable
 
+    from corral.supervisors.runners import RunnerScope
+
 
 __all__ = ("SupervisorChildren",)
 
@@ -221,7 +223,7 @@ class SupervisorChildren(SupervisorState):
         self,
         slot: Slot,
         run_id: int,
-        scope: anyio.CancelScope,
+        scope: RunnerScope,
         target: Actor | Callable[..., object],
         ready: Call | None,
     ) -> None:
@@ -235,7 +237,11 @@ class SupervisorChildren(SupervisorState):
         inbox = self.inbox
         running = False  # inside an incarnation, as opposed to parked between two
         current_path.set(slot.path)  # this task's: its log records say whose they are
-        with scope:  # the supervisor's handle on this task: cancelled to stop it
+        # The supervisor's handle on this task, cancelled to stop it. Entered by hand rather
+        # than by ``with``, which would keep its bound ``__exit__`` for as long as the actor
+        # lives: one object more per idle actor for the collector to walk.
+        scope.__enter__()
+        try:
             try:
                 while True:
                     incarnation = slot.incarnation
@@ -278,12 +284,17 @@ class SupervisorChildren(SupervisorState):
                 if killed is not None and not slot.stopping:  # a stop after the kill wins
                     inbox.put_nowait(Exited(spec.id, slot.incarnation, ExitKind.ERROR, killed))
                 self._finished(slot, run_id)
+        except BaseException as exc:  # what ``with scope`` does: it may absorb its own cancel
+            if not scope.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            scope.__exit__(None, None, None)
 
     async def _run_supervisor(
         self,
         slot: Slot,
         run_id: int,
-        scope: anyio.CancelScope,
+        scope: RunnerScope,
         sub: ChildSupervisor,
         ready: Call | None,
     ) -> None:
@@ -354,7 +365,7 @@ class SupervisorChildren(SupervisorState):
         slot.alive = True
         # Its deadline is the supervisor's: past it the runner is cancelled with the rest
         # of the subtree (as the shielded scope around the supervisor and its task group).
-        scope = slot.task = anyio.CancelScope(deadline=self.stop_deadline)
+        scope = slot.task = runners.scope(self.stop_deadline)
         runners.spawn(scope, runner, slot, slot.run_id, scope, *args)
 
     def _undormant(self, slot: Slot, error: Exception | None = None) -> None:

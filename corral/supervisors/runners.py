@@ -7,9 +7,11 @@ objects the garbage collector must walk, for as long as the task lives), which m
 tree start 2-3x slower than spawning the same tasks by hand.
 
 So runners are spawned on the backend itself: ``loop.create_task`` on asyncio, a trio
-nursery's ``start_soon`` on trio. Each runner still enters an anyio ``CancelScope`` of its
-own (the handle the supervisor stops it with), so cancelling it follows anyio's rules:
-a shielded scope inside the actor's code is respected. What the task group gave, the
+nursery's ``start_soon`` on trio. Each runner still enters a cancel scope of its own (the
+handle the supervisor stops it with), so cancelling it follows anyio's rules: a shielded
+scope inside the actor's code is respected. On asyncio that is an anyio ``CancelScope``,
+whose delivery is what honours anyio's shields; on trio it is trio's own ``CancelScope``,
+which anyio's wraps (one object fewer per runner, the same rules). What the task group gave, the
 supervisor keeps: ``open_runners`` is entered inside the supervisor's task group and does
 not exit before every runner has ended; an exception that escapes a runner (it catches
 ``Exception`` itself, so only a ``BaseException`` such as ``KeyboardInterrupt``) is raised
@@ -30,18 +32,40 @@ import trio
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
+    from types import TracebackType
 
     from anyio.abc import TaskGroup
 
-__all__ = ("Runners", "open_runners")
+__all__ = ("RunnerScope", "Runners", "open_runners")
+
+
+class RunnerScope(Protocol):
+    """A runner's cancel scope: what the supervisor stops it with (anyio's or trio's)."""
+
+    deadline: float
+
+    def cancel(self) -> None: ...
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool: ...
 
 
 class Runners(Protocol):
     """Where a supervisor spawns its children's runner tasks."""
 
+    def scope(self, deadline: float) -> RunnerScope:
+        """A new cancel scope for a runner, cancelled at *deadline* at the latest."""
+        ...
+
     def spawn(
         self,
-        scope: anyio.CancelScope,
+        scope: RunnerScope,
         fn: Callable[..., Coroutine[object, object, None]],
         *args: object,
     ) -> None:
@@ -60,21 +84,27 @@ async def _reraise(error: BaseException) -> NoReturn:
 
 @final
 class _AsyncioRunners:
-    __slots__ = ("_all_done", "_context", "_create_task", "_on_done", "_tasks", "_tg")
+    __slots__ = ("_all_done", "_context", "_create_task", "_on_done", "_scope", "_tasks", "_tg")
 
     def __init__(self, tg: TaskGroup) -> None:
         self._tg = tg
-        self._tasks: dict[asyncio.Task[None], anyio.CancelScope] = {}
+        self._tasks: dict[asyncio.Task[None], RunnerScope] = {}
         self._create_task = asyncio.get_running_loop().create_task
         self._on_done = self._done  # one bound method for every task
         # ...run in one context: add_done_callback would copy the context for each task (an
         # object per actor for the collector to walk), and _done reads no context variable
         self._context = contextvars.copy_context()
         self._all_done: asyncio.Future[None] | None = None
+        # anyio's asyncio scope class itself: ``anyio.CancelScope(...)`` looks the backend up
+        # for every scope it makes
+        self._scope: Callable[..., RunnerScope] = type(anyio.CancelScope())
+
+    def scope(self, deadline: float) -> RunnerScope:
+        return self._scope(deadline=deadline)
 
     def spawn(
         self,
-        scope: anyio.CancelScope,
+        scope: RunnerScope,
         fn: Callable[..., Coroutine[object, object, None]],
         *args: object,
     ) -> None:
@@ -109,9 +139,12 @@ class _TrioRunners:
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
 
+    def scope(self, deadline: float) -> RunnerScope:
+        return trio.CancelScope(deadline=deadline)
+
     def spawn(
         self,
-        scope: anyio.CancelScope,
+        scope: RunnerScope,
         fn: Callable[..., Coroutine[object, object, None]],
         *args: object,
     ) -> None:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from corral.errors import (
         SupervisorGaveUpError,
     )
-    from corral.supervisors.runners import Runners
+    from corral.supervisors.runners import Runners, RunnerScope
     from corral.supervisors.services import TreeServices
     from corral.supervisors.statistics import SupervisorStatistics
 
@@ -148,7 +148,7 @@ class Slot:
         self.spec = spec
         self.path = path
         self.cell = cell
-        self.task: anyio.CancelScope | None = None  # the runner's: cancel() stops it
+        self.task: RunnerScope | None = None  # the runner's: cancel() stops it
         self.sub: ChildSupervisor | None = None
         self.incarnation = 0
         self.run_id = 0  # which runner task is the slot's; older ones leave it alone

@@ -22,7 +22,7 @@ MODULES = {
     "corral.supervisors.requests": 1,
     "corral.supervisors.supervisor": 1,
     "corral.supervisors.services": 5,
-    "corral.supervisors.runners": 2,
+    "corral.supervisors.runners": 3,
     "corral.supervisors.tree": 5,
     "corral.actors.mailbox": 10,
     "corral.actors.waiter": 4,
