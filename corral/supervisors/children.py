@@ -60,6 +60,17 @@ if TYPE_CHECKING:
 __all__ = ("SupervisorChildren",)
 
 
+def _awake_from_start(spec: ChildSpec) -> bool:
+    """Whether an incarnation of this class actor has a task from its start (else it starts
+    dormant, with an empty mailbox): it has ``on_start``, or a health probe."""
+    start = spec.start
+    return spec.health is not None or (
+        isinstance(start, type)
+        and issubclass(start, Actor)
+        and start.on_start is not Actor.on_start
+    )
+
+
 class SupervisorChildren(SupervisorState):
     """Starts and stops one child at a time, by its spec (a layer of ``Supervisor``)."""
 
@@ -261,16 +272,26 @@ class SupervisorChildren(SupervisorState):
                         error = exc
                     running = False
                     cell.end_incarnation(error, stopped=False)
-                    if slot.stopping == incarnation:
-                        break  # a quiet stop: the idle actor returned when asked
-                    if ctx.ready or error is None:
-                        ctx.started()  # one that returned at once started and exited normally
-                        kind = ExitKind.NORMAL if error is None else ExitKind.ERROR
-                        inbox.put_nowait(Exited(spec.id, incarnation, kind, error))
+                    if slot.stopping == incarnation:  # a quiet stop: it returned when asked
+                        if not slot.keep:
+                            break
+                        # ...in a restart, which starts it again at once: the runner parks
+                        # for that incarnation instead of ending (no new task and scope)
+                        slot.keep = False
+                        parked = slot.parked = self._new_waiter()
+                        done = slot.done
+                        slot.done = None
+                        if done is not None:
+                            done.wake()
                     else:
-                        assert error is not None
-                        ctx.start_failed(error)  # the supervisor decides what next
-                    parked = slot.parked = self._new_waiter()
+                        if ctx.ready or error is None:
+                            ctx.started()  # one that returned at once started and exited
+                            kind = ExitKind.NORMAL if error is None else ExitKind.ERROR
+                            inbox.put_nowait(Exited(spec.id, incarnation, kind, error))
+                        else:
+                            assert error is not None
+                            ctx.start_failed(error)  # the supervisor decides what next
+                        parked = slot.parked = self._new_waiter()
                     await parked.wait()
                     go = slot.go
                     slot.go = None
@@ -403,8 +424,10 @@ class SupervisorChildren(SupervisorState):
             and cell.mailbox.receiver_parked
         )
 
-    async def _stop_quietly(self, batch: list[str]) -> None:
-        """Stop idle class actors without on_stop together: wake each to return, wait once."""
+    async def _stop_quietly(self, batch: list[str], *, again: bool = False) -> None:
+        """Stop idle class actors without on_stop together: wake each to return, wait once.
+        *again*: a restart's stop, which starts them again next: the runner of one that will
+        need a task at once (it has ``on_start`` or a probe) parks for that start."""
         if not batch:
             return
         waiter = self._new_waiter()
@@ -416,12 +439,14 @@ class SupervisorChildren(SupervisorState):
             self.core.stopping(slot.spec.id)  # RUNNING -> STOPPING
             slot.stopping = slot.incarnation
             slot.done = countdown
+            slot.keep = again and _awake_from_start(slot.spec)
             cell.stop_requested = True
             cell.mailbox.wake_receiver()
         await waiter.wait_for(ABANDON_GRACE + max(cleanup_timeout(s.spec) or 0.0 for s in slots))
         now = anyio.current_time()
         for slot in slots:
-            if slot.alive:  # woken yet still running: should not happen, but never hang
+            slot.keep = False
+            if slot.alive and slot.parked is None:  # woken yet running: never hang on it
                 slot.done = None
                 task = slot.task
                 if task is not None:
@@ -507,10 +532,10 @@ class SupervisorChildren(SupervisorState):
             if self._is_quiet(child_id):
                 batch.append(child_id)
                 continue
-            await self._stop_quietly(batch)
+            await self._stop_quietly(batch, again=not for_good)
             batch.clear()
             await self._stop_child(child_id, for_good=for_good)
-        await self._stop_quietly(batch)
+        await self._stop_quietly(batch, again=not for_good)
 
     async def _stop_all(self) -> None:
         """Stop every child: reverse start order, or all at once for a dynamic supervisor.

@@ -133,6 +133,7 @@ class Slot:
         "dormant",
         "go",
         "incarnation",
+        "keep",
         "last_exception",
         "parked",
         "path",
@@ -158,6 +159,7 @@ class Slot:
         self.stopping = 0  # the incarnation being stopped by the supervisor, or 0
         self.done: Waiter | Countdown | None = None
         self.quiet = False  # a class actor without on_stop: stopping it runs no user code
+        self.keep = False  # its quiet stop is a restart's: the runner parks for the next one
         self.dormant: Actor | None = None  # started, but its task waits for a first message
         self.last_exception: BaseException | None = None
 

@@ -219,6 +219,81 @@ async def test_group_restart_stops_idle_siblings_together_in_reverse_order(
             assert await tree.lookup("/q2").call("again") == "again"
 
 
+class StartsQuietly(corral.Actor):
+    """Has on_start (every incarnation has a task from its start) and no on_stop (a group
+    restart stops it in a batch); records the id of the task each incarnation runs in."""
+
+    def __init__(self, tasks: list[int]) -> None:
+        self.tasks = tasks
+
+    async def on_start(self) -> None:
+        self.tasks.append(anyio.get_current_task().id)
+
+    async def handle(self, message: object) -> object:
+        if message == "crash":
+            raise Boom(message)
+        return message
+
+
+@pytest.mark.parametrize(
+    "strategy", [corral.Strategy.ONE_FOR_ALL, corral.Strategy.REST_FOR_ONE], ids=str
+)
+async def test_group_restart_starts_quiet_siblings_again_in_their_own_tasks(
+    strategy: corral.Strategy,
+) -> None:
+    """A sibling with on_start stopped in a restart's batch comes back in the task it ran in
+    (its runner waits for the restart instead of ending): on_start runs again, messages
+    reach the new incarnation, and the tasks still end with the tree."""
+    names = ["crasher", "a", "b"]
+    tasks: dict[str, list[int]] = {name: [] for name in names}
+    spec = corral.SupervisorSpec(
+        [corral.ChildSpec(n, StartsQuietly, args={"tasks": tasks[n]}) for n in names],
+        strategy=strategy,
+    )
+    events = EventLog()
+    with anyio.fail_after(HANG_GUARD):
+        async with corral.open_tree(spec) as tree:
+            tree.events.subscribe(events)
+            tree.lookup("/crasher").cast_nowait("crash")
+            await events.wait_for(corral.ChildStarted, "/b", restarts=1)
+            assert statuses(tree.supervisor()) == dict.fromkeys(names, RUNNING)
+            assert events.summary(corral.ChildStopped) == [
+                ("ChildStopped", "/b"),
+                ("ChildStopped", "/a"),
+            ]
+            for name in names:
+                first, again = tasks[name]  # on_start ran twice, in the same task
+                assert first == again, name
+            assert len({task for name in names for task in tasks[name]}) == 3
+            assert await tree.lookup("/a").call("again") == "again"
+
+
+async def test_quiet_sibling_waiting_for_a_restart_that_gives_up_ends() -> None:
+    """A quiet sibling stopped by a group restart that never gets to start it (the restart
+    fails and the supervisor gives up) is not started again, and nothing hangs."""
+    starts: list[str] = []
+    tasks: list[int] = []
+    spec = corral.SupervisorSpec(
+        [
+            corral.ChildSpec("boot", StartsOnce, args={"starts": starts}),
+            corral.ChildSpec("idle", StartsQuietly, args={"tasks": tasks}),
+        ],
+        strategy=corral.Strategy.ONE_FOR_ALL,
+        intensity=1,
+    )
+    events = EventLog()
+
+    async def crash(tree: corral.Tree) -> None:
+        tree.events.subscribe(events)
+        tree.lookup("/boot").cast_nowait("crash")
+
+    with anyio.fail_after(HANG_GUARD), pytest.raises(corral.SupervisorGaveUpError):
+        await open_until_cancelled(spec, crash)
+    assert ("ChildStopped", "/idle") in events.summary(corral.ChildStopped)
+    assert len(tasks) == 1  # started once, never again
+    assert starts == ["start", "start"]  # boot's restart failed
+
+
 async def test_one_for_all_restart_also_starts_a_stopped_sibling() -> None:
     """A one-for-all restart starts again a transient sibling that had returned (as OTP)."""
     spec = corral.SupervisorSpec(
