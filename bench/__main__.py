@@ -361,9 +361,9 @@ def bench_group_restart(backend: str, sizes: Sizes) -> list[Row]:
     for strategy, on_start in variants:
         raw = ours = math.inf
         for _ in range(sizes.rounds):  # the lowest median of each
-            by_hand = (
-                functools.partial(group.raw_asyncio_group, restarts=restarts),
-                functools.partial(group.raw_trio_group, restarts=restarts),
+            by_hand = (  # with on_start, by hand too each member is ready before the next
+                functools.partial(group.raw_asyncio_group, restarts=restarts, ordered=on_start),
+                functools.partial(group.raw_trio_group, restarts=restarts, ordered=on_start),
             )
             raw = min(raw, _raw(backend, *by_hand, n))
             ours_fn = functools.partial(

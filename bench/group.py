@@ -167,16 +167,27 @@ async def corral_awake_start(n: int, *, woken: bool) -> float:
 # -- by hand on asyncio --------------------------------------------------------------------
 
 
-async def raw_asyncio_group(n: int, restarts: int) -> float:
+async def _on_start() -> None:
+    """A hand-written member's setup: as ``AwakeMember.on_start``, it does nothing."""
+
+
+async def raw_asyncio_group(n: int, restarts: int, *, ordered: bool = False) -> float:
+    """The median seconds from a member's raise to the group running again, by hand
+    (*ordered*: each member runs its setup and is awaited before the next is spawned, the
+    start order that corral keeps for members with ``on_start``)."""
     exits: asyncio.Queue[BaseException] = asyncio.Queue()
     crashed = 0.0
     up = 0.0
     running = 0
     samples: list[float] = []
     all_up = asyncio.Event()
+    loop = asyncio.get_running_loop()
 
-    async def member(queue: asyncio.Queue[object]) -> None:
+    async def member(queue: asyncio.Queue[object], ready: asyncio.Future[None] | None) -> None:
         nonlocal running, up
+        if ready is not None:
+            await _on_start()
+            ready.set_result(None)
         running += 1
         if running == n:
             up = time.perf_counter()
@@ -185,9 +196,9 @@ async def raw_asyncio_group(n: int, restarts: int) -> float:
             if await queue.get() == "crash":
                 raise Crash
 
-    async def wrapper(queue: asyncio.Queue[object]) -> None:
+    async def wrapper(queue: asyncio.Queue[object], ready: asyncio.Future[None] | None) -> None:
         try:
-            await member(queue)
+            await member(queue, ready)
         except Crash as exc:
             nonlocal crashed
             crashed = time.perf_counter()
@@ -195,14 +206,21 @@ async def raw_asyncio_group(n: int, restarts: int) -> float:
 
     async with asyncio.TaskGroup() as tg:
 
-        def spawn() -> tuple[list[asyncio.Task[None]], list[asyncio.Queue[object]]]:
+        async def spawn() -> tuple[list[asyncio.Task[None]], list[asyncio.Queue[object]]]:
             nonlocal running
             running = 0
             all_up.clear()
             queues: list[asyncio.Queue[object]] = [asyncio.Queue() for _ in range(n)]
-            return [tg.create_task(wrapper(q)) for q in queues], queues
+            if not ordered:
+                return [tg.create_task(wrapper(q, None)) for q in queues], queues
+            tasks = []
+            for q in queues:
+                ready = loop.create_future()
+                tasks.append(tg.create_task(wrapper(q, ready)))
+                await ready
+            return tasks, queues
 
-        tasks, queues = spawn()
+        tasks, queues = await spawn()
         await all_up.wait()
         for _ in range(restarts):
             queues[0].put_nowait("crash")
@@ -210,7 +228,7 @@ async def raw_asyncio_group(n: int, restarts: int) -> float:
             for task in reversed(tasks):
                 task.cancel()
             await asyncio.wait(tasks)
-            tasks, queues = spawn()
+            tasks, queues = await spawn()
             await all_up.wait()
             samples.append(up - crashed)
         for task in tasks:
@@ -226,15 +244,24 @@ async def raw_asyncio_spawn(n: int) -> float:
 # -- by hand on trio -----------------------------------------------------------------------
 
 
-async def raw_trio_group(n: int, restarts: int) -> float:
+async def raw_trio_group(n: int, restarts: int, *, ordered: bool = False) -> float:
+    """As ``raw_asyncio_group``; *ordered*: each member is started with ``nursery.start``
+    and runs its setup before ``task_status.started()``."""
     send_exit, exits = trio.open_memory_channel[BaseException](math.inf)
     crashed = 0.0
     up = 0.0
     running = 0
     samples: list[float] = []
 
-    async def member(receive: trio.MemoryReceiveChannel[object], all_up: trio.Event) -> None:
+    async def member(
+        receive: trio.MemoryReceiveChannel[object],
+        all_up: trio.Event,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
         nonlocal running, up
+        if ordered:
+            await _on_start()
+            task_status.started()
         running += 1
         if running == n:
             up = time.perf_counter()
@@ -243,9 +270,13 @@ async def raw_trio_group(n: int, restarts: int) -> float:
             if await receive.receive() == "crash":
                 raise Crash
 
-    async def wrapper(receive: trio.MemoryReceiveChannel[object], all_up: trio.Event) -> None:
+    async def wrapper(
+        receive: trio.MemoryReceiveChannel[object],
+        all_up: trio.Event,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         try:
-            await member(receive, all_up)
+            await member(receive, all_up, task_status)
         except Crash as exc:
             nonlocal crashed
             crashed = time.perf_counter()
@@ -260,7 +291,10 @@ async def raw_trio_group(n: int, restarts: int) -> float:
             for _ in range(n):
                 send, receive = trio.open_memory_channel[object](math.inf)
                 senders.append(send)
-                nursery.start_soon(wrapper, receive, all_up)
+                if ordered:
+                    await nursery.start(wrapper, receive, all_up)
+                else:
+                    nursery.start_soon(wrapper, receive, all_up)
             await all_up.wait()
             if not first:
                 samples.append(up - crashed)
