@@ -494,17 +494,10 @@ async def run_actor(
             sampled = timings is not None and not cell.handled & SAMPLE_MASK
             if sampled:
                 started = time.perf_counter()
-            if kind is Call:
-                if limited is None:
-                    result = await actor.handle(call.payload)
-                else:
-                    result = await limited(call.payload)
-                if not call.deferred:
-                    call.resolve(result)
-            elif limited is None:
-                await actor.handle(item)
-            else:
-                await limited(item)
+            payload = call.payload if kind is Call else item
+            result = await (actor.handle(payload) if limited is None else limited(payload))
+            if kind is Call and not call.deferred:
+                call.resolve(result)
             if sampled:
                 timings.handling.observe(time.perf_counter() - started)  # type: ignore[union-attr]  # sampled: not None
             cell.current = None
