@@ -61,8 +61,9 @@ __all__ = ("SupervisorChildren",)
 
 
 def _awake_from_start(spec: ChildSpec) -> bool:
-    """Whether an incarnation of this class actor has a task from its start (else it starts
-    dormant, with an empty mailbox): it has ``on_start``, or a health probe."""
+    """Whether an incarnation of this child has a task from its start: a class actor with
+    ``on_start``, or a probed child. A quiet class actor without either starts dormant
+    when its mailbox is empty."""
     start = spec.start
     return spec.health is not None or (
         isinstance(start, type)
@@ -173,10 +174,9 @@ class SupervisorChildren(SupervisorState):
                     slot.parked = None
                     parked.wake()
                 elif (
-                    ready is None
-                    and isinstance(target, Actor)
+                    isinstance(target, Actor)
                     and slot.quiet
-                    and spec.health is None  # probed: it runs from its start
+                    and not _awake_from_start(spec)
                     and not len(slot.cell.mailbox)
                 ):
                     # Nothing of it runs before its first message, and stopping it runs
@@ -277,7 +277,6 @@ class SupervisorChildren(SupervisorState):
                             break
                         # ...in a restart, which starts it again at once: the runner parks
                         # for that incarnation instead of ending (no new task and scope)
-                        slot.keep = False
                         parked = slot.parked = self._new_waiter()
                         done = slot.done
                         slot.done = None
