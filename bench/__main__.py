@@ -1,19 +1,19 @@
 """Run the benchmarks and print a markdown table: ``python -m bench [--quick] [--backend ...]``.
 
-Every benchmark runs corral and its raw baseline on each backend in this one process, one
-event loop per measurement, with a ``gc.collect()`` before each. Restart latency and throughput
-alternate raw and corral for a few rounds and keep each one's best round, so a burst of noise
-on a shared machine does not decide a ratio. Progress goes to stderr, the table to stdout; the
-exit status is 0 whether or not targets are met (this measures, it does not gate).
+Every benchmark runs corral and its raw baseline on each backend, one event loop per
+measurement, with a ``gc.collect()`` before each (``bench.runs``); ``awake-start`` and the
+daemon rows take each sample in a process of its own, the rest in this one. Restart latency
+and throughput alternate raw and corral for a few rounds and keep each one's best round, so a
+burst of noise on a shared machine does not decide a ratio. Progress goes to stderr, the
+table to stdout; the exit status is 0 whether or not targets are met (this measures, it does
+not gate).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import functools
-import gc
 import json
 import math
 import os
@@ -24,11 +24,9 @@ import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final
 
-import anyio
 import attrs
-import trio
 
 import corral
 from bench import control, group, message, population, restart, scrape
@@ -46,11 +44,10 @@ from bench.report import (
     p99,
     render,
 )
+from bench.runs import run_corral, run_raw
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
-
-T = TypeVar("T")
 
 BACKENDS: Final = ("asyncio", "trio")
 BENCHMARKS: Final = (
@@ -118,27 +115,6 @@ QUICK: Final = Sizes(
 )
 
 
-def _corral(backend: str, fn: Callable[[int], Awaitable[T]], n: int) -> T:
-    gc.collect()
-    return anyio.run(fn, n, backend=backend)
-
-
-def _raw(
-    backend: str,
-    on_asyncio: Callable[[int], Awaitable[T]],
-    on_trio: Callable[[int], Awaitable[T]],
-    n: int,
-) -> T:
-    gc.collect()
-    if backend == "asyncio":
-
-        async def main() -> T:
-            return await on_asyncio(n)
-
-        return asyncio.run(main())
-    return trio.run(on_trio, n)
-
-
 def _best_of(
     sizes: Sizes,
     backend: str,
@@ -149,8 +125,8 @@ def _best_of(
     """The highest rate of each over ``sizes.rounds`` alternating runs: (corral, raw)."""
     best_raw = best_ours = 0.0
     for _ in range(sizes.rounds):
-        best_raw = max(best_raw, _raw(backend, *raw, n))
-        best_ours = max(best_ours, _corral(backend, ours, n))
+        best_raw = max(best_raw, run_raw(backend, *raw, n))
+        best_ours = max(best_ours, run_corral(backend, ours, n))
     return best_ours, best_raw
 
 
@@ -164,10 +140,10 @@ def bench_restart(backend: str, sizes: Sizes) -> list[Row]:
     raw: list[float] = []
     ours: list[float] = []
     for _ in range(sizes.rounds):  # keep each one's round with the lowest median
-        raw_round = _raw(
+        raw_round = run_raw(
             backend, restart.raw_asyncio_restarts, restart.raw_trio_restarts, crashes
         ).latencies(warmup)
-        ours_round = _corral(backend, restart.corral_restarts, crashes).latencies(warmup)
+        ours_round = run_corral(backend, restart.corral_restarts, crashes).latencies(warmup)
         assert len(raw_round) == len(ours_round) == sizes.crashes
         if not raw or median(raw_round) < median(raw):
             raw = raw_round
@@ -298,7 +274,7 @@ def bench_resilience(backend: str, sizes: Sizes) -> list[Row]:
         # the sequence alone moves its rate by 5-10% on this machine.
         for round_ in range(max(sizes.rounds, 4)):
             for fn in list(best)[:: 1 if round_ % 2 == 0 else -1]:
-                best[fn] = max(best[fn], _corral(backend, fn, n))
+                best[fn] = max(best[fn], run_corral(backend, fn, n))
         base, with_breakers, through, with_probe = best.values()
         rows.append(
             Row(
@@ -333,9 +309,9 @@ def bench_resilience(backend: str, sizes: Sizes) -> list[Row]:
 
 
 def bench_memory(backend: str, sizes: Sizes) -> list[Row]:
-    raw = _raw(backend, population.raw_asyncio_memory, population.raw_trio_memory, sizes.actors)
-    ours = _corral(backend, population.corral_memory, sizes.actors)
-    awake = _corral(backend, population.corral_memory_awake, sizes.actors)
+    raw = run_raw(backend, population.raw_asyncio_memory, population.raw_trio_memory, sizes.actors)
+    ours = run_corral(backend, population.corral_memory, sizes.actors)
+    awake = run_corral(backend, population.corral_memory_awake, sizes.actors)
     target = Target(Bound.AT_MOST, 6 * KIB)
     return [
         Row(f"memory per idle actor ({sizes.actors:,})", backend, ours, raw, BYTES, target),
@@ -365,11 +341,11 @@ def bench_group_restart(backend: str, sizes: Sizes) -> list[Row]:
                 functools.partial(group.raw_asyncio_group, restarts=restarts, ordered=on_start),
                 functools.partial(group.raw_trio_group, restarts=restarts, ordered=on_start),
             )
-            raw = min(raw, _raw(backend, *by_hand, n))
+            raw = min(raw, run_raw(backend, *by_hand, n))
             ours_fn = functools.partial(
                 group.corral_group_restart, restarts=restarts, strategy=strategy, on_start=on_start
             )
-            ours = min(ours, _corral(backend, ours_fn, n))
+            ours = min(ours, run_corral(backend, ours_fn, n))
         rows.append(
             Row(
                 f"{strategy.value} restart of {n:,} children"
@@ -410,8 +386,10 @@ def bench_awake_start(backend: str, sizes: Sizes) -> list[Row]:
 
 
 def bench_lifecycle(backend: str, sizes: Sizes) -> list[Row]:
-    raw = _raw(backend, population.raw_asyncio_timings, population.raw_trio_timings, sizes.actors)
-    ours = _corral(backend, population.corral_timings, sizes.actors)
+    raw = run_raw(
+        backend, population.raw_asyncio_timings, population.raw_trio_timings, sizes.actors
+    )
+    ours = run_corral(backend, population.corral_timings, sizes.actors)
     target = Target(Bound.BELOW, 5.0)
     n = f"{sizes.actors:,}"
     return [

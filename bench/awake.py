@@ -8,33 +8,19 @@ collector's full passes over a growing heap, and what an earlier run in the same
 
 from __future__ import annotations
 
-import asyncio
-import gc
+import functools
 import sys
 
-import anyio
-import trio
-
 from bench import group
+from bench.runs import run_corral, run_raw
 
 
 def sample(backend: str, variant: str, n: int) -> float:
     """Seconds to start *n* awake actors (*variant*: raw, on_start or woken)."""
-    gc.collect()
     if variant == "raw":
-        if backend == "asyncio":
-
-            async def main() -> float:
-                return await group.raw_asyncio_spawn(n)
-
-            return asyncio.run(main())
-        return trio.run(group.raw_trio_spawn, n)
+        return run_raw(backend, group.raw_asyncio_spawn, group.raw_trio_spawn, n)
     woken = variant == "woken"
-
-    async def ours() -> float:
-        return await group.corral_awake_start(n, woken=woken)
-
-    return anyio.run(ours, backend=backend)
+    return run_corral(backend, functools.partial(group.corral_awake_start, woken=woken), n)
 
 
 if __name__ == "__main__":
