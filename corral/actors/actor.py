@@ -19,7 +19,7 @@ import anyio
 import anyio.lowlevel
 from typing_extensions import TypeVar
 
-from corral.actors.breaker import Guard
+from corral.actors.breaker import Guard, find_breaker
 from corral.actors.cell import (
     DEFAULT_CALL_TIMEOUT,
     ActorCell,
@@ -37,7 +37,6 @@ from corral.actors.timing import SAMPLE_MASK
 from corral.errors import (
     HandleTimeoutError,
     NoReplyError,
-    UnknownBreakerError,
     UnknownPathError,
 )
 
@@ -292,16 +291,11 @@ class Context:
         ``breakers={name: BreakerSpec(...)}``): ``async with ctx.breaker("pricing"): ...``
         raises ``BreakerOpenError`` at once while it is open, and records how the block
         ended. Its state is the child's: it lasts across this actor's restarts."""
-        breakers = self._cell.breakers
-        breaker = breakers.get(name) if breakers else None
-        if breaker is None:
-            declared = ", ".join(sorted(breakers)) if breakers else "none"
-            msg = (
-                f"actor {self.path} has no breaker {name!r} (declared: {declared}); declare"
-                f" it on its child: breakers = {{ {name} = {{ failures = 5 }} }}"
-            )
-            raise UnknownBreakerError(msg, path=self.path, breaker=name)
-        return Guard(breaker)
+        hint = f"; declare it on its child: breakers = {{ {name} = {{ failures = 5 }} }}"
+        found = find_breaker(
+            self._cell.breakers, self.path, name, who=f"actor {self.path}", hint=hint
+        )
+        return Guard(found)
 
     def send_after(self, delay: float, message: object) -> Timer:
         """Cast *message* to this actor in *delay* seconds, once. The timer belongs to this

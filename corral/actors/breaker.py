@@ -44,7 +44,7 @@ import anyio
 import attrs
 
 from corral.actors.checks import check_count, check_number
-from corral.errors import BreakerOpenError, BreakerTimeoutError, SpecError
+from corral.errors import BreakerOpenError, BreakerTimeoutError, SpecError, UnknownBreakerError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -60,6 +60,7 @@ __all__ = (
     "BreakerStatistics",
     "Guard",
     "build_breakers",
+    "find_breaker",
     "grown_delay",
 )
 
@@ -448,6 +449,19 @@ def _describe(error: BaseException | None) -> str:
     text = str(error)
     name = type(error).__qualname__
     return f"{name}: {text[:200]}" if text else name
+
+
+def find_breaker(
+    breakers: dict[str, Breaker] | None, path: str, name: str, *, who: str, hint: str = ""
+) -> Breaker:
+    """The breaker *name* of the child at *path* (its *breakers*), or ``UnknownBreakerError``
+    saying which it has: "*who* has no breaker ... (declared: ...)*hint*"."""
+    found = breakers.get(name) if breakers else None
+    if found is None:
+        declared = ", ".join(sorted(breakers)) if breakers else "none"
+        msg = f"{who} has no breaker {name!r} (declared: {declared}){hint}"
+        raise UnknownBreakerError(msg, path=path, breaker=name)
+    return found
 
 
 def build_breakers(

@@ -18,6 +18,7 @@ import anyio
 import attrs
 import msgspec
 
+from corral.actors.breaker import find_breaker
 from corral.actors.registry import within
 from corral.daemon import protocol, view
 from corral.daemon.config import args_problem, id_problem
@@ -28,7 +29,6 @@ from corral.errors import (
     MailboxFullError,
     RunningError,
     SpecError,
-    UnknownBreakerError,
     UnknownPathError,
     UnsupportedError,
 )
@@ -166,12 +166,7 @@ class TreeCommands:
         """``corral breaker reset|open PATH NAME``: close it (window emptied) or hold it
         open until reset. Published as a ``breaker-changed`` event like any transition."""
         path = self._child(path)[2]  # checked: an error names what is missing
-        breakers = self._tree().services.breakers.get(path)
-        found = breakers.get(name) if breakers else None
-        if found is None:
-            declared = ", ".join(sorted(breakers)) if breakers else "none"
-            msg = f"{path} has no breaker {name!r} (declared: {declared})"
-            raise UnknownBreakerError(msg, path=path, breaker=name)
+        found = find_breaker(self._tree().services.breakers.get(path), path, name, who=path)
         now = anyio.current_time()
         if action == "open":
             found.hold_open(now, "held open by an operator (`corral breaker open`)")

@@ -27,7 +27,7 @@ MODULES = {
     "corral.actors.mailbox": 10,
     "corral.actors.waiter": 4,
     "corral.actors.actor": 12,
-    "corral.actors.breaker": 10,
+    "corral.actors.breaker": 11,
     "corral.actors.health": 2,
     "corral.actors.cell": 7,
     "corral.actors.registry": 3,
