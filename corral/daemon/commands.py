@@ -141,10 +141,13 @@ class TreeCommands:
         return [view.event(e, clock) for e in recent]
 
     def status(self, path: str) -> protocol.StatusNode:
-        node = view.status(self._tree(), path, stopping=self.stopping())
-        if node.path != "/":
-            return node
-        level = self.service_status()
+        tree = self._tree()
+        stopping = self.stopping()
+        if view.normalize(path) != "/":
+            return view.status(tree, path, stopping=stopping)
+        snapshot = tree.statistics()  # one walk of the tree serves the nodes and the level
+        node = view.status(tree, "/", stopping=stopping, snapshot=snapshot)
+        level = service_status(snapshot, tree.held, stopping=stopping)
         return msgspec.structs.replace(
             node, service=level.level.value, service_reasons=list(level.reasons)
         )

@@ -137,11 +137,18 @@ def _walk(tree: Tree, path: str) -> SupervisorStatistics:
     return stats
 
 
-def status(tree: Tree, path: str = "/", *, stopping: bool = False) -> protocol.StatusNode:
-    """The node at *path* and everything below it (the root is ``stopping`` if so)."""
+def status(
+    tree: Tree,
+    path: str = "/",
+    *,
+    stopping: bool = False,
+    snapshot: SupervisorStatistics | None = None,
+) -> protocol.StatusNode:
+    """The node at *path* and everything below it (the root is ``stopping`` if so); for the
+    root, from *snapshot* when the caller has taken the tree's already."""
     clock = Clock()
     held = tree.held
-    stats, child = find(tree, path)
+    stats, child = (snapshot, None) if snapshot is not None else find(tree, path)
     if child is None:
         return protocol.StatusNode(
             path="/",
