@@ -361,10 +361,12 @@ def bench_group_restart(backend: str, sizes: Sizes) -> list[Row]:
 
 
 def bench_awake_start(backend: str, sizes: Sizes) -> list[Row]:
-    """Each sample in a fresh process (``bench.awake``), raw and corral's two variants
-    alternating for ``sizes.rounds`` rounds; the fastest of each counts."""
+    """Each sample in a fresh process (``bench.awake``), the baselines and corral's two
+    variants alternating for ``sizes.rounds`` rounds; the fastest of each counts. Against raw
+    spawning, with the target; against spawning by hand with a cancel scope per task (in turn,
+    for on_start), without one: what corral adds beyond what any supervisor must."""
     n = sizes.actors
-    variants = ("raw", "on_start", "woken")
+    variants = ("raw", "scoped", "ordered", "on_start", "woken")
     best = dict.fromkeys(variants, math.inf)
     for _ in range(sizes.rounds):
         for variant in variants:
@@ -372,7 +374,8 @@ def bench_awake_start(backend: str, sizes: Sizes) -> list[Row]:
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             best[variant] = min(best[variant], float(done.stdout.splitlines()[-1]))
     target = Target(Bound.RATIO_AT_MOST, 1.5, also=Target(Bound.BELOW, 5.0))
-    return [
+    hows = (("on_start", "with on_start"), ("woken", "woken by a message"))
+    rows = [
         Row(
             f"start {n:,} awake actors ({how})",
             backend,
@@ -381,8 +384,20 @@ def bench_awake_start(backend: str, sizes: Sizes) -> list[Row]:
             SECONDS,
             target,
         )
-        for variant, how in (("on_start", "with on_start"), ("woken", "woken by a message"))
+        for variant, how in hows
     ]
+    floors = (("on_start", "ordered", ", in turn"), ("woken", "scoped", ""))
+    rows += [
+        Row(
+            f"start {n:,} awake actors ({how}), against by hand with a cancel scope each{spawned}",
+            backend,
+            best[variant],
+            best[floor],
+            SECONDS,
+        )
+        for (variant, how), (_, floor, spawned) in zip(hows, floors, strict=True)
+    ]
+    return rows
 
 
 def bench_lifecycle(backend: str, sizes: Sizes) -> list[Row]:
