@@ -20,6 +20,7 @@ __all__ = (
     "Gated",
     "Lifecycle",
     "Worker",
+    "crash_until_cancelled",
     "open_until_cancelled",
     "summary",
 )
@@ -94,6 +95,20 @@ async def open_until_cancelled(
     async with corral.open_tree(spec) as tree:
         await act(tree)
         await anyio.sleep_forever()
+
+
+async def crash_until_cancelled(
+    spec: corral.SupervisorSpec, path: str, events: EventLog | None = None
+) -> None:
+    """``open_until_cancelled``: *events* subscribed (if given), then the actor at *path*
+    told to crash."""
+
+    async def crash(tree: corral.Tree) -> None:
+        if events is not None:
+            tree.events.subscribe(events)
+        tree.lookup(path).cast_nowait("crash")
+
+    await open_until_cancelled(spec, crash)
 
 
 class Worker(corral.Actor):

@@ -8,7 +8,14 @@ import anyio
 import pytest
 
 import corral
-from tests.integration.support import HANG_GUARD, Boom, EventLog, Worker, open_until_cancelled
+from tests.integration.support import (
+    HANG_GUARD,
+    Boom,
+    EventLog,
+    Worker,
+    crash_until_cancelled,
+    open_until_cancelled,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -247,11 +254,7 @@ async def test_no_task_outlives_a_root_that_gave_up() -> None:
     before = running_task_ids()
     flags: list[str] = []
     spec = corral.SupervisorSpec(busy_tree(flags).children, intensity=0)
-
-    async def crash(tree: corral.Tree) -> None:
-        tree.lookup("/crashy").cast_nowait("crash")
-
     with anyio.fail_after(HANG_GUARD), pytest.raises(corral.SupervisorGaveUpError):
-        await open_until_cancelled(spec, crash)
+        await crash_until_cancelled(spec, "/crashy")
     assert running_task_ids() == before
     assert sorted(flags) == ["a", "b", "c"]

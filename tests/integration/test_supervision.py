@@ -12,6 +12,7 @@ from tests.integration.support import (
     EventLog,
     Lifecycle,
     Worker,
+    crash_until_cancelled,
     open_until_cancelled,
 )
 
@@ -282,13 +283,8 @@ async def test_quiet_sibling_waiting_for_a_restart_that_gives_up_ends() -> None:
         intensity=1,
     )
     events = EventLog()
-
-    async def crash(tree: corral.Tree) -> None:
-        tree.events.subscribe(events)
-        tree.lookup("/boot").cast_nowait("crash")
-
     with anyio.fail_after(HANG_GUARD), pytest.raises(corral.SupervisorGaveUpError):
-        await open_until_cancelled(spec, crash)
+        await crash_until_cancelled(spec, "/boot", events)
     assert ("ChildStopped", "/idle") in events.summary(corral.ChildStopped)
     assert len(tasks) == 1  # started once, never again
     assert starts == ["start", "start"]  # boot's restart failed
@@ -436,13 +432,8 @@ async def test_root_giving_up_publishes_supervisor_gave_up() -> None:
     """A root that exceeds its intensity publishes SupervisorGaveUp naming the crashing child."""
     spec = corral.SupervisorSpec([corral.ChildSpec("a", Worker, args={"name": "a"})], intensity=0)
     events = EventLog()
-
-    async def crash(tree: corral.Tree) -> None:
-        tree.events.subscribe(events)
-        tree.lookup("/a").cast_nowait("crash")
-
     with anyio.fail_after(HANG_GUARD), pytest.raises(corral.SupervisorGaveUpError):
-        await open_until_cancelled(spec, crash)
+        await crash_until_cancelled(spec, "/a", events)
     [gave_up] = events.find(corral.SupervisorGaveUp, "/")
     assert (gave_up.child, gave_up.restarts, gave_up.intensity, gave_up.period) == (
         "a",
@@ -459,11 +450,6 @@ async def test_failing_restarts_count_against_intensity() -> None:
         [corral.ChildSpec("a", StartsOnce, args={"starts": starts})], intensity=2
     )
     events = EventLog()
-
-    async def crash(tree: corral.Tree) -> None:
-        tree.events.subscribe(events)
-        tree.lookup("/a").cast_nowait("crash")
-
     with (
         anyio.fail_after(HANG_GUARD),
         pytest.raises(
@@ -471,7 +457,7 @@ async def test_failing_restarts_count_against_intensity() -> None:
             match=r"^supervisor '/' gave up: 3 restarts within 5\.0 s \(limit 2\), last of /a$",
         ),
     ):
-        await open_until_cancelled(spec, crash)
+        await crash_until_cancelled(spec, "/a", events)
     assert len(starts) == 3  # the boot, then two failed restarts
     assert len(events.find(corral.StartFailed, "/a")) == 2
 
@@ -581,10 +567,6 @@ async def test_transient_sub_supervisor_that_gave_up_is_not_restarted() -> None:
 
 async def test_escalation_reaches_the_root() -> None:
     """A sub-supervisor's give-up counts against the root, which gives up past its own intensity."""
-
-    async def crash(tree: corral.Tree) -> None:
-        tree.lookup("/sub/a").cast_nowait("crash")
-
     with (
         anyio.fail_after(HANG_GUARD),
         pytest.raises(
@@ -592,7 +574,7 @@ async def test_escalation_reaches_the_root() -> None:
             match=r"^supervisor '/' gave up: 1 restarts within 5\.0 s \(limit 0\), last of /sub$",
         ),
     ):
-        await open_until_cancelled(nested(PERMANENT, root_intensity=0), crash)
+        await crash_until_cancelled(nested(PERMANENT, root_intensity=0), "/sub/a")
 
 
 # -- auto-shutdown -------------------------------------------------------------------------
